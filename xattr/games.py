@@ -1,0 +1,291 @@
+"""Cooperative games built from a model and an input by removing features.
+
+A *game* is any function ``bool[n, d] -> float[n]`` or ``float[n, k]``: it scores a batch of coalitions at once
+(True = player kept). The constructors below close over the model and the input, so an estimator sees only the
+game and stays usable inside ``jit``/``vmap``/``grad``. Everything here evaluates its whole mask batch in one
+model call: the marginal game flattens (masks x background rows) into a single batch.
+
+Removal:
+  * :func:`baseline` – held-out features take a fixed reference value.
+  * :func:`marginal` – held-out features are averaged over a background sample.
+  * :func:`surrogate` – a model trained to accept ``(x, mask)`` sees the mask directly.
+Transforms:
+  * :func:`grouped`, :func:`restrict` – players are groups of features / a subset of features.
+  * :func:`select` – one output of a vector-valued game; :func:`loss` – minus a loss against a label.
+
+Example:
+  >>> import jax.numpy as jnp
+  >>> from xattr import games
+  >>> f = lambda x: x.sum(-1)
+  >>> v = games.baseline(f, jnp.array([1.0, 2.0, 3.0]), jnp.zeros(3))
+  >>> v(jnp.array([[True, False, True], [False, False, False]])).tolist()
+  [4.0, 0.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from xattr import _checks
+from xattr import masks as masks_lib
+
+Game = Callable[[jax.Array], jax.Array]
+Link = str | Callable[[jax.Array], jax.Array] | None
+
+__all__ = ["Game", "LINKS", "get_link", "baseline", "marginal", "surrogate", "grouped", "restrict",
+           "select", "loss"]
+
+
+def _logit(p: jax.Array) -> jax.Array:
+  p = jnp.clip(p, 1e-7, 1 - 1e-7)
+  return jnp.log(p) - jnp.log1p(-p)
+
+
+LINKS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "identity": lambda y: y,
+    "softmax": lambda y: jax.nn.softmax(y, axis=-1),
+    "logit": _logit,
+}
+
+
+def get_link(link: Link) -> Callable[[jax.Array], jax.Array]:
+  """Resolves None / a name in :data:`LINKS` / a callable to a callable.
+
+  Example:
+    >>> get_link("logit")(jnp.array(0.5)).item()
+    0.0
+  """
+  if link is None:
+    return LINKS["identity"]
+  if callable(link):
+    return link
+  if link not in LINKS:
+    raise ValueError(f"link must be None, a callable or one of {sorted(LINKS)}, got {link!r}.")
+  return LINKS[link]
+
+
+def _feature_mask(mask: jax.Array, x_shape: tuple[int, ...]) -> jax.Array:
+  """Broadcasts bool[n, f] to x's shape, where f is the size of x's leading axes (e.g. H*W for HxWxC)."""
+  n, f = mask.shape
+  size = 1
+  for lead in range(len(x_shape) + 1):
+    if size == f:
+      tail = (1,) * (len(x_shape) - lead)
+      return mask.reshape(n, *x_shape[:lead], *tail)
+    if lead < len(x_shape):
+      size *= x_shape[lead]
+  raise ValueError(f"mask has {f} columns, which matches no product of x's leading axes; x has shape "
+                   f"{x_shape} (expected e.g. {int(np.prod(x_shape))} for one player per feature).")
+
+
+def _check_game_input(mask: jax.Array) -> None:
+  _checks.mask_batch("mask", mask)
+
+
+def baseline(model_fn: Callable[[jax.Array], jax.Array], x: jax.Array, reference: jax.Array, *,
+             link: Link = None) -> Game:
+  """Game that replaces held-out features with a fixed reference.
+
+  Args:
+    model_fn: float[b, *x.shape] -> float[b] or float[b, k].
+    x: one input, any shape. Players are its flattened features, or its leading axes (e.g. pixels of HxWxC).
+    reference: broadcastable to x's shape (e.g. zeros or the data mean).
+    link: applied to the model output (None/'identity', 'softmax', 'logit', or a callable).
+
+  Returns:
+    game(mask: bool[n, d]) -> float[n] or float[n, k].
+
+  Example:
+    >>> v = baseline(lambda b: b @ jnp.array([1.0, 10.0]), jnp.array([1.0, 1.0]), jnp.zeros(2))
+    >>> v(jnp.array([[False, True]])).tolist()
+    [10.0]
+  """
+  x = jnp.asarray(x)
+  reference = jnp.broadcast_to(jnp.asarray(reference, x.dtype), x.shape)
+  link_fn = get_link(link)
+
+  def game(mask: jax.Array) -> jax.Array:
+    _check_game_input(mask)
+    keep = _feature_mask(mask, x.shape)
+    return link_fn(model_fn(jnp.where(keep, x, reference)))
+
+  return game
+
+
+def marginal(model_fn: Callable[[jax.Array], jax.Array], x: jax.Array, background: jax.Array, *,
+             link: Link = None) -> Game:
+  """Game that averages the model over a background sample for the held-out features.
+
+  v(z) = link(mean_j f(x_z, b_j,{~z})). All (mask, background row) pairs go through the model as ONE batch of
+  n * m rows, so keep n * m within memory (the estimators' ``batch_size`` controls n).
+
+  Args:
+    model_fn: float[b, *x.shape] -> float[b] or float[b, k].
+    x: one input.
+    background: float[m, *x.shape].
+    link: applied after averaging over the background (as shap's KernelExplainer does).
+
+  Returns:
+    game(mask: bool[n, d]) -> float[n] or float[n, k].
+
+  Example:
+    >>> bg = jnp.array([[0.0, 0.0], [2.0, 4.0]])
+    >>> v = marginal(lambda b: b.sum(-1), jnp.array([1.0, 1.0]), bg)
+    >>> v(jnp.array([[True, False], [False, False]])).tolist()
+    [3.0, 3.0]
+  """
+  x = jnp.asarray(x)
+  background = jnp.asarray(background, x.dtype)
+  if background.ndim != x.ndim + 1 or background.shape[1:] != x.shape:
+    raise ValueError(f"background must have shape [num_rows, *x.shape] = [m, {', '.join(map(str, x.shape))}], "
+                     f"got {tuple(background.shape)}.")
+  link_fn = get_link(link)
+  m = background.shape[0]
+
+  def game(mask: jax.Array) -> jax.Array:
+    _check_game_input(mask)
+    keep = _feature_mask(mask, x.shape)[:, None]                      # [n, 1, *x]
+    inputs = jnp.where(keep, x, background[None])                     # [n, m, *x]
+    out = model_fn(inputs.reshape(-1, *x.shape))
+    out = out.reshape(mask.shape[0], m, *out.shape[1:]).mean(axis=1)
+    return link_fn(out)
+
+  return game
+
+
+def surrogate(masked_model_fn: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array, *,
+              link: Link = None) -> Game:
+  """Game for a model that takes the mask itself (masked MLP on [x*m, m], attention-masked ViT).
+
+  Args:
+    masked_model_fn: (float[b, *x.shape], bool[b, d]) -> float[b] or float[b, k].
+    x: one input.
+    link: applied to the model output.
+
+  Returns:
+    game(mask: bool[n, d]) -> float[n] or float[n, k].
+
+  Example:
+    >>> f = lambda xb, m: (xb * m).sum(-1)
+    >>> surrogate(f, jnp.array([1.0, 2.0]))(jnp.array([[False, True]])).tolist()
+    [2.0]
+  """
+  x = jnp.asarray(x)
+  link_fn = get_link(link)
+
+  def game(mask: jax.Array) -> jax.Array:
+    _check_game_input(mask)
+    xb = jnp.broadcast_to(x, (mask.shape[0], *x.shape))
+    return link_fn(masked_model_fn(xb, mask))
+
+  return game
+
+
+def grouped(game: Game, groups: jax.Array | np.ndarray) -> Game:
+  """Game whose players are groups of the inner game's players (features).
+
+  Args:
+    game: game over f features.
+    groups: bool[d, f] group matrix (see :func:`xattr.masks.group_matrix` / :func:`xattr.masks.patch_groups`).
+
+  Returns:
+    game over d players.
+
+  Example:
+    >>> inner = lambda m: m.sum(-1).astype(jnp.float32)
+    >>> g = grouped(inner, jnp.array([[True, True, False], [False, False, True]]))
+    >>> g(jnp.array([[True, False]])).tolist()
+    [2.0]
+  """
+  groups = jnp.asarray(groups, bool)
+  if groups.ndim != 2:
+    raise ValueError(f"groups must be a bool[num_players, num_features] matrix, got shape {tuple(groups.shape)}.")
+
+  def outer(mask: jax.Array) -> jax.Array:
+    _checks.mask_batch("mask", mask, groups.shape[0])
+    return game(masks_lib.expand_groups(mask, groups))
+
+  return outer
+
+
+def restrict(game: Game, players: Sequence[int], num_features: int) -> Game:
+  """Game over a subset of the features; every other feature is always kept.
+
+  Useful to get exact Shapley values for a few features of a wide model.
+
+  Args:
+    game: game over ``num_features`` players.
+    players: indices of the features that become the players (in this order).
+    num_features: the inner game's number of players.
+
+  Returns:
+    game over len(players) players.
+
+  Example:
+    >>> inner = lambda m: m.sum(-1).astype(jnp.float32)
+    >>> restrict(inner, [0, 2], 4)(jnp.array([[False, True]])).tolist()
+    [3.0]
+  """
+  players = np.asarray(list(players), dtype=np.int64)
+  nf = _checks.positive_int("num_features", num_features)
+  if players.ndim != 1 or players.size == 0 or players.min() < 0 or players.max() >= nf:
+    raise ValueError(f"players must be a non-empty list of indices in [0, {nf}), got {players.tolist()}.")
+  if np.unique(players).size != players.size:
+    raise ValueError(f"players must not repeat an index, got {players.tolist()}.")
+
+  def outer(mask: jax.Array) -> jax.Array:
+    _checks.mask_batch("mask", mask, players.size)
+    full = jnp.ones((mask.shape[0], nf), bool).at[:, players].set(mask)
+    return game(full)
+
+  return outer
+
+
+def select(game: Game, index: int) -> Game:
+  """Scalar game from one output (e.g. a class) of a vector-valued game.
+
+  Example:
+    >>> inner = lambda m: jnp.stack([m.sum(-1), -m.sum(-1)], -1).astype(jnp.float32)
+    >>> select(inner, 1)(jnp.array([[True, True]])).tolist()
+    [-2.0]
+  """
+  return lambda mask: game(mask)[..., index]
+
+
+def _cross_entropy(probs: jax.Array, label: jax.Array) -> jax.Array:
+  p = jnp.take_along_axis(probs, jnp.reshape(label, (1,) * (probs.ndim - 1) + (1,)).astype(jnp.int32), -1)
+  return -jnp.log(jnp.clip(p[..., 0], 1e-12, 1.0))
+
+
+_LOSSES = {
+    "cross_entropy": _cross_entropy,
+    "mse": lambda pred, target: jnp.sum(jnp.reshape((pred - target) ** 2, (pred.shape[0], -1)), axis=-1),
+}
+
+
+def loss(game: Game, label: jax.Array, loss_fn: str | Callable[[jax.Array, jax.Array], jax.Array] = "cross_entropy"
+         ) -> Game:
+  """Loss game v(z) = -loss(prediction(z), label): how much each player lowers the loss.
+
+  Args:
+    game: prediction game; for 'cross_entropy' it must output class probabilities [n, k] (use link='softmax'
+      on logits).
+    label: int class index ('cross_entropy') or target ('mse').
+    loss_fn: 'cross_entropy', 'mse', or a callable (predictions[n, ...], label) -> float[n].
+
+  Example:
+    >>> probs = lambda m: jnp.where(m[:, :1], jnp.array([0.9, 0.1]), jnp.array([0.5, 0.5]))
+    >>> v = loss(probs, 0)
+    >>> bool(v(jnp.array([[True]]))[0] > v(jnp.array([[False]]))[0])
+    True
+  """
+  if isinstance(loss_fn, str):
+    if loss_fn not in _LOSSES:
+      raise ValueError(f"loss_fn must be a callable or one of {sorted(_LOSSES)}, got {loss_fn!r}.")
+    loss_fn = _LOSSES[loss_fn]
+  label = jnp.asarray(label)
+  return lambda mask: -loss_fn(game(mask), label)
