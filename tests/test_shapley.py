@@ -52,12 +52,13 @@ def test_original_kernel_shap_is_exact_on_additive_games(paired, num_samples):
   assert int(est.num_evals) == num_samples + 2
 
 
+@pytest.mark.parametrize("enumerate_sizes", [0, 1])
 @pytest.mark.parametrize("exact_a", [False, True])
 @pytest.mark.parametrize("paired", [True, False])
-def test_kernel_shap_matches_exact(random_table, exact_a, paired):
+def test_kernel_shap_matches_exact(random_table, exact_a, paired, enumerate_sizes):
   values, phi = random_table
   est = shapley.kernel_shap(table_game(values), 6, KEY, num_samples=8192, batch_size=512, paired=paired,
-                            exact_a=exact_a)
+                            exact_a=exact_a, enumerate_sizes=enumerate_sizes)
   assert est.values.shape == (6, 2) and est.std.shape == (6, 2)
   err = np.abs(np.asarray(est.values) - phi)
   assert np.all(err < 5 * np.asarray(est.std) + 1e-4), (err, est.std)
@@ -86,7 +87,31 @@ def test_convergence_mode_stops_at_threshold(random_table):
   assert int(tight.num_evals) > int(loose.num_evals)
   assert np.abs(np.asarray(tight.values) - phi).max() < 5 * float(np.max(tight.std)) + 1e-4
   capped = shapley.kernel_shap(table_game(values), 6, KEY, threshold=1e-5, batch_size=64, max_samples=256)
-  assert not bool(capped.converged) and int(capped.num_evals) == 256 + 2
+  assert not bool(capped.converged) and int(capped.num_evals) == 256 + 2      # the cap counts all coalitions
+
+
+def test_full_enumeration_is_exact_with_zero_std(random_table):
+  values, phi = random_table
+  # A budget of 72 enumerates sizes 1 and 5 (12), 2 and 4 (30), then 3 (20): all 62 coalitions, so it stops there.
+  est = shapley.kernel_shap(table_game(values), 6, KEY, num_samples=72)
+  np.testing.assert_allclose(est.values, phi, atol=1e-5)
+  np.testing.assert_array_equal(est.std, 0.0)
+  assert int(est.num_evals) == 2 ** 6 and bool(est.converged)
+
+
+def test_enumerating_extreme_sizes_reduces_error(random_table):
+  """At equal cost, enumerating sizes 1 and d-1 beats sampling them (mean over seeds, d = 10)."""
+  rng = np.random.default_rng(5)
+  table = rng.normal(size=2 ** 10) + np.array([bin(i).count("1") for i in range(2 ** 10)]) ** 1.5
+  game = table_game(table)
+  phi = np.asarray(shapley.exact(game, 10))
+  keys = jax.random.split(jax.random.key(3), 64)
+  errs = {}
+  for k in (0, 1):
+    run = jax.jit(jax.vmap(lambda key: shapley.kernel_shap(game, 10, key, num_samples=160, batch_size=80,
+                                                           enumerate_sizes=k).values))
+    errs[k] = np.mean((np.asarray(run(keys)) - phi) ** 2)
+  assert errs[1] < 0.8 * errs[0], errs
 
 
 def test_permutation_matches_exact_and_is_efficient(random_table):
@@ -105,7 +130,8 @@ def test_permutation_exact_on_additive_game():
   np.testing.assert_allclose(est.std, 0.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("estimator", ["original", "exact_a", "permutation"])
+@pytest.mark.parametrize("estimator", ["original", "exact_a", "original+enumerated", "exact_a+enumerated",
+                                       "permutation"])
 def test_std_is_calibrated_across_seeds(random_table, estimator):
   """Observed spread of estimates over 200 seeds matches the reported std within 20%."""
   values, phi = random_table
@@ -114,7 +140,8 @@ def test_std_is_calibrated_across_seeds(random_table, estimator):
     run = lambda k: shapley.permutation(game, 6, k, num_permutations=64, antithetic=True)
   else:
     run = lambda k: shapley.kernel_shap(game, 6, k, num_samples=1024, batch_size=128,
-                                        exact_a=estimator == "exact_a")
+                                        exact_a=estimator.startswith("exact_a"),
+                                        enumerate_sizes=1 if estimator.endswith("enumerated") else 0)
   est = jax.jit(jax.vmap(run))(jax.random.split(jax.random.key(42), 200))
   observed = np.asarray(est.values).std(0, ddof=1)
   reported = np.sqrt(np.mean(np.asarray(est.std) ** 2, 0))

@@ -26,7 +26,7 @@ from xattr import _checks
 
 __all__ = [
     "shapley_kernel", "shapley_kernel_size_probs", "uniform_cardinality", "bernoulli", "permutations",
-    "subsets_of_size", "pair", "group_matrix", "patch_groups", "expand_groups", "upsample_patches",
+    "subsets_of_size", "with_size_probs", "pair", "group_matrix", "patch_groups", "expand_groups", "upsample_patches",
 ]
 
 
@@ -76,6 +76,29 @@ def pair(masks: jax.Array) -> jax.Array:
     [[1, 0, 0], [0, 1, 1]]
   """
   return jnp.stack([masks, ~masks], axis=1).reshape(-1, masks.shape[-1])
+
+
+def with_size_probs(key: jax.Array, num_players: int, num_samples: int, size_probs: np.ndarray, *,
+                    paired: bool = False) -> jax.Array:
+  """Samples |z| = k with probability size_probs[k] (k = 0..d), then a uniform subset of that size.
+
+  The building block of the other samplers; also used for a kernel restricted to some sizes. With
+  ``paired=True`` the size distribution should be symmetric (p(k) = p(d - k)) to be preserved by the pairs.
+
+  Example:
+    >>> z = with_size_probs(jax.random.key(0), 4, 6, np.array([0, 0, 1.0, 0, 0]), paired=True)
+    >>> z.sum(1).tolist()
+    [2, 2, 2, 2, 2, 2]
+  """
+  d = _checks.positive_int("num_players", num_players)
+  _checks.positive_int("num_samples", num_samples)
+  size_probs = np.asarray(size_probs, np.float64)
+  if size_probs.shape != (d + 1,) or size_probs.min() < 0 or not size_probs.sum() > 0:
+    raise ValueError(f"size_probs must be non-negative weights over sizes 0..{d} (shape ({d + 1},)), got shape "
+                     f"{size_probs.shape}.")
+  with np.errstate(divide="ignore"):
+    logits = np.log(size_probs / size_probs.sum())
+  return _sample_with_sizes(key, d, num_samples, paired, logits)
 
 
 def _sample_with_sizes(key, num_players, num_samples, paired, size_logits):

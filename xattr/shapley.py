@@ -24,6 +24,7 @@ from the Shapley kernel. ``exact_a=False`` (the original KernelSHAP) estimates A
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import combinations
 from math import comb
 from typing import NamedTuple
 
@@ -125,67 +126,146 @@ def _cov_std(m: jax.Array, cov_c: jax.Array) -> jax.Array:
   return jnp.sqrt(jnp.maximum(var, 0.0))
 
 
+class _Enumerated(NamedTuple):
+  """The coalition sizes KernelSHAP enumerates exactly instead of sampling (static, numpy)."""
+
+  masks: np.ndarray            # bool[count, d]
+  weights: np.ndarray          # kernel probability of each enumerated coalition
+  mass: float                  # total kernel probability p_E of the enumerated sizes
+  rest_probs: np.ndarray       # size distribution of the sampled remainder (zero on enumerated sizes)
+
+
+def _enumeration_plan(d: int, budget: int, requested: int | None) -> int:
+  """K: enumerate sizes {1..K, d-K..d-1} while each next size costs at most half of the budget left (as shap
+  does); a size that completes the enumeration is taken whenever it fits, which makes the result exact."""
+  if requested is not None:
+    return _checks.positive_int("enumerate_sizes", requested, minimum=0)
+  k, remaining = 0, budget
+  while k + 1 <= d - (k + 1):
+    size = k + 1
+    count = comb(d, size) * (1 if size == d - size else 2)
+    completes = d - size <= size + 1
+    if count > remaining / 2 and not (completes and count <= remaining):
+      break
+    k, remaining = size, remaining - count
+  return k
+
+
+def _enumerate_sizes(d: int, k: int) -> _Enumerated:
+  probs = masks_lib.shapley_kernel_size_probs(d)
+  sizes = sorted({s for j in range(1, k + 1) for s in (j, d - j) if 1 <= s <= d - 1})
+  rows = [np.isin(np.arange(d), c) for s in sizes for c in combinations(range(d), s)]
+  masks = np.array(rows, bool).reshape(-1, d)
+  sz = masks.sum(1)
+  weights = np.array([probs[s] / comb(d, s) for s in sz])
+  rest = probs.copy()
+  rest[sizes] = 0.0
+  return _Enumerated(masks, weights, float(probs[sizes].sum()), rest)
+
+
 def kernel_shap(game: Game, num_players: int, key: jax.Array, *, num_samples: int | None = None,
                 batch_size: int = 512, paired: bool = True, exact_a: bool = False, threshold: float = 0.01,
-                max_samples: int = 2 ** 17) -> Estimate:
+                max_samples: int = 2 ** 17, enumerate_sizes: int | None = None) -> Estimate:
   """KernelSHAP as constrained weighted least squares, with uncertainty and convergence detection.
+
+  The expectation over the Shapley kernel is split in two: the smallest and largest coalition sizes
+  (1..K and d-K..d-1, which carry most of the kernel's mass in few coalitions) are enumerated exactly, and the
+  rest is sampled. The enumerated part has no variance, so the reported std only reflects the sampled part.
+  With all sizes enumerated the result is exact.
 
   Args:
     game: bool[n, d] -> float[n] or float[n, k]; called on ``batch_size`` coalitions at a time.
     num_players: d >= 2 (static).
     key: PRNG key; same key -> same estimate.
-    num_samples: fixed number of sampled coalitions (grand and null come on top). None: sample batches until
-      ``max(std) / (max(values) - min(values)) < threshold`` (checked inside a ``lax.while_loop``, from the second
-      batch on) or ``max_samples`` is reached.
+    num_samples: total coalitions evaluated (enumerated + sampled; grand and null come on top; fewer when the
+      enumeration covers every size, since the result is then exact). None: sample
+      batches until ``max(std) / (max(values) - min(values)) < threshold`` (checked inside a ``lax.while_loop``,
+      from the second batch on) or ``max_samples`` is reached.
     batch_size: coalitions per game call (even when paired).
     paired: sample each coalition together with its complement (large variance reduction).
     exact_a: use the closed-form A (unbiased KernelSHAP) instead of estimating it from the samples.
     threshold: convergence threshold on the relative std; also sets ``Estimate.converged`` for fixed budgets.
-    max_samples: sample cap in convergence mode.
+    max_samples: cap on coalitions (enumerated + sampled) in convergence mode.
+    enumerate_sizes: K; None picks the largest K whose sizes each cost at most half of the budget left
+      (``num_samples``, or ``batch_size`` in convergence mode); 0 samples every size.
 
   Returns:
-    :class:`Estimate` with values float[d] (or [d, k]) summing to v(1) - v(0), their std, num_evals (samples + 2)
-    and the converged flag. std comes from the covariance of c propagated through M (``exact_a=True``), and
+    :class:`Estimate` with values float[d] (or [d, k]) summing to v(1) - v(0), their std, num_evals (coalitions
+    + 2) and the converged flag. std comes from the covariance of c propagated through M (``exact_a=True``), and
     from the spread of per-batch solutions (``exact_a=False``, which needs >= 2 batches of >= 2d samples;
     otherwise the exact-A formula is used as a slightly conservative stand-in).
 
   Raises:
     ValueError: bad sizes, e.g. fewer than d (unpaired) or 2(d - 1) (paired) samples for the original
-      estimator, whose sampled A is then singular.
+      estimator without enumeration, whose sampled A is then singular.
     FloatingPointError: (outside jit) non-finite game values or a singular system.
 
   Example:
-    >>> v = lambda m: m.astype(jnp.float32) @ jnp.arange(5.0)        # additive game
-    >>> est = kernel_shap(v, 5, jax.random.key(0), num_samples=32, batch_size=16)
+    >>> v = lambda m: m.astype(jnp.float32) @ jnp.arange(8.0)        # additive game
+    >>> est = kernel_shap(v, 8, jax.random.key(0), num_samples=64, batch_size=16)
     >>> est.values.round(4).tolist(), int(est.num_evals)
-    ([0.0, 1.0, 2.0, 3.0, 4.0], 34)
+    ([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], 66)
   """
   d = _checks.positive_int("num_players", num_players, minimum=2)
   unit = 2 if paired else 1
-  if num_samples is not None and not exact_a:
-    _checks.positive_int("num_samples", num_samples)
+  plan_budget = num_samples if num_samples is not None else batch_size
+  _checks.positive_int("num_samples" if num_samples is not None else "batch_size", plan_budget)
+  if num_samples is not None:
+    _checks.even_if_paired(num_samples, paired)
+  elif not threshold > 0:
+    raise ValueError(f"threshold must be > 0 when num_samples is None (run until converged), got {threshold}.")
+  enum = _enumerate_sizes(d, _enumeration_plan(d, plan_budget, enumerate_sizes))
+  n_enum = len(enum.masks)
+  sampled = num_samples - n_enum if num_samples is not None else None
+  if sampled is not None and sampled < 0:
+    raise ValueError(f"enumerate_sizes={enumerate_sizes} needs {n_enum} coalitions, more than num_samples="
+                     f"{num_samples}.")
+  if sampled is not None and not exact_a and n_enum == 0:
     # The sampled A must be invertible: d independent rows, and a pair (z, 1 - z) spans only z and 1.
     minimum = 2 * (d - 1) if paired else d
     if num_samples < minimum:
       raise ValueError(f"num_samples={num_samples} is too few for a solvable system: the original KernelSHAP "
                        f"estimator (exact_a=False) with paired={paired} needs num_samples >= {minimum} for "
                        f"num_players={d}, preferably many more. Use more samples or exact_a=True.")
-  bs, budget, spec = _loop.batch_plan(num_samples, batch_size, max_samples, unit, threshold)
-  use_spread = not exact_a and spec.max_batches >= 2 and bs >= 2 * d
   grand, null, scalar = _loop.grand_and_null(game, d)
   gap = grand - null
   k = gap.shape[0]
   a_exact = jnp.asarray(exact_a_matrix(d), jnp.float32)
+  a_enum = jnp.asarray(enum.masks.T @ (enum.masks * enum.weights[:, None]), jnp.float32)
+  c_enum, enum_ok = jnp.zeros((d, k), jnp.float32), jnp.array(True)
+  if n_enum:
+    y_enum = _loop.evaluate_chunked(game, jnp.asarray(enum.masks), batch_size) - null
+    c_enum = jnp.asarray(enum.masks.T * enum.weights, jnp.float32) @ y_enum
+    enum_ok = jnp.all(jnp.isfinite(y_enum))
+  rest = 1.0 - enum.mass                                   # kernel mass of the sampled sizes
+
+  if rest < 1e-9 or sampled == 0:                          # everything enumerated: exact, no sampling
+    a = a_exact if exact_a else a_enum / enum.mass
+    values = normalize_efficient(_solve_constrained(a, c_enum / enum.mass, gap), grand, null)
+    zeros = jnp.zeros_like(values)
+    est = Estimate(values[:, 0] if scalar else values, zeros[:, 0] if scalar else zeros,
+                   jnp.asarray(n_enum + 2, jnp.int32), jnp.asarray(True))
+    _loop.check_result("kernel_shap", est, enum_ok & jnp.all(jnp.isfinite(gap)))
+    return est
+
+  cap = _checks.positive_int("max_samples", max_samples) - n_enum          # the cap counts enumerated ones too
+  bs, budget, spec = _loop.batch_plan(sampled, batch_size, cap, unit, threshold)
+  use_spread = not exact_a and spec.max_batches >= 2 and bs >= 2 * d
 
   state = dict(
       a_sum=jnp.zeros((d, d), jnp.float32),
       g=_loop.moments_init((d, k), (k, d, d)),            # per-unit c contributions, full covariance
       b=_spread_init((d, k)),                             # per-batch solutions (original estimator)
-      ok=jnp.all(jnp.isfinite(gap)),
+      ok=jnp.all(jnp.isfinite(gap)) & enum_ok,
   )
 
+  def combine(a_sampled, c_sampled):
+    """Kernel expectation = enumerated part + (mass of the rest) x sampled mean."""
+    a = a_exact if exact_a else a_enum + rest * a_sampled
+    return a, c_enum + rest * c_sampled
+
   def update(st, i):
-    z = masks_lib.shapley_kernel(jax.random.fold_in(key, i), d, bs, paired=paired)
+    z = masks_lib.with_size_probs(jax.random.fold_in(key, i), d, bs, enum.rest_probs, paired=paired)
     y = _loop.call_game(game, z) - null
     w = _loop.valid_rows(i, bs, budget).reshape(-1, unit)[:, 0]          # one weight per unit (pair)
     zu = z.astype(jnp.float32).reshape(-1, unit, d)
@@ -195,16 +275,16 @@ def kernel_shap(game: Game, num_players: int, key: jax.Array, *, num_samples: in
                ok=st["ok"] & jnp.all(jnp.isfinite(y)))
     if use_spread:
       n_b = jnp.maximum(w.sum(), 1.0)
-      b_batch = _solve_constrained(a_batch / n_b, (g_units * w[:, None, None]).sum(0) / n_b, gap)
+      b_batch = _solve_constrained(*combine(a_batch / n_b, (g_units * w[:, None, None]).sum(0) / n_b), gap)
       new["b"] = _spread_update(st["b"], b_batch, w.sum())
     return new
 
   def finish(st):
     n = jnp.maximum(st["g"].count, 1.0)
-    a = a_exact if exact_a else st["a_sum"] / n
-    values = _solve_constrained(a, st["g"].mean, gap)
-    cov_c = st["g"].m2 / jnp.maximum((n - 1.0) * n, 1.0)
-    std = _cov_std(_projection(a_exact if exact_a else a), cov_c)
+    a, c = combine(st["a_sum"] / n, st["g"].mean)
+    values = _solve_constrained(a, c, gap)
+    cov_c = rest ** 2 * st["g"].m2 / jnp.maximum((n - 1.0) * n, 1.0)
+    std = _cov_std(_projection(a), cov_c)
     if use_spread:
       spread = st["b"]
       # m2 = sum_j n_j (b_j - mean)^2, so m2 / (batches - 1) estimates the per-unit variance, and dividing by
@@ -215,7 +295,7 @@ def kernel_shap(game: Game, num_players: int, key: jax.Array, *, num_samples: in
 
   state, values, std, converged = _loop.run_batches(update, finish, state, spec, threshold)
   values = normalize_efficient(values, grand, null)
-  num_evals = (state["g"].count * unit + 2).astype(jnp.int32)
+  num_evals = (state["g"].count * unit + n_enum + 2).astype(jnp.int32)
   est = Estimate(values[:, 0] if scalar else values, std[:, 0] if scalar else std, num_evals, converged)
   _loop.check_result("kernel_shap", est, state["ok"])
   return est
