@@ -69,30 +69,31 @@ def test_kernel_shap_matches_exact(random_table, exact_a, paired, enumerate_size
 
 def test_vector_game_equals_per_output_scalar_games(random_table):
   values, _ = random_table
-  vec = shapley.kernel_shap(table_game(values), 6, KEY, num_samples=256, batch_size=64)
+  vec = shapley.kernel_shap(table_game(values), 6, KEY, num_samples=256, batch_size=64, enumerate_sizes=0)
   for k in range(2):
-    one = shapley.kernel_shap(table_game(values[:, k]), 6, KEY, num_samples=256, batch_size=64)
+    one = shapley.kernel_shap(table_game(values[:, k]), 6, KEY, num_samples=256, batch_size=64, enumerate_sizes=0)
     np.testing.assert_allclose(vec.values[:, k], one.values, atol=1e-5)
     np.testing.assert_allclose(vec.std[:, k], one.std, rtol=1e-4)
 
 
 def test_convergence_mode_stops_at_threshold(random_table):
   values, phi = random_table
-  loose = shapley.kernel_shap(table_game(values), 6, KEY, threshold=0.05, batch_size=64)
-  tight = shapley.kernel_shap(table_game(values), 6, KEY, threshold=0.02, batch_size=64)
+  loose = shapley.kernel_shap(table_game(values), 6, KEY, threshold=0.05, batch_size=64, enumerate_sizes=0)
+  tight = shapley.kernel_shap(table_game(values), 6, KEY, threshold=0.02, batch_size=64, enumerate_sizes=0)
   for est, thr in [(loose, 0.05), (tight, 0.02)]:
     assert bool(est.converged)
     ratio = np.max(est.std, 0) / np.ptp(np.asarray(est.values), 0)
     assert ratio.max() < thr
   assert int(tight.num_evals) > int(loose.num_evals)
   assert np.abs(np.asarray(tight.values) - phi).max() < 5 * float(np.max(tight.std)) + 1e-4
-  capped = shapley.kernel_shap(table_game(values), 6, KEY, threshold=1e-5, batch_size=64, max_samples=256)
+  capped = shapley.kernel_shap(table_game(values), 6, KEY, threshold=1e-5, batch_size=64, max_samples=256,
+                                  enumerate_sizes=0)
   assert not bool(capped.converged) and int(capped.num_evals) == 256 + 2      # the cap counts all coalitions
 
 
 def test_full_enumeration_is_exact_with_zero_std(random_table):
   values, phi = random_table
-  # A budget of 72 enumerates sizes 1 and 5 (12), 2 and 4 (30), then 3 (20): all 62 coalitions, so it stops there.
+  # A budget of 72 fits all 62 proper coalitions, so the plan enumerates them and stops there.
   est = shapley.kernel_shap(table_game(values), 6, KEY, num_samples=72)
   np.testing.assert_allclose(est.values, phi, atol=1e-5)
   np.testing.assert_array_equal(est.std, 0.0)
@@ -156,7 +157,8 @@ def test_jit_vmap_over_inputs_equals_eager():
   f = lambda x: jnp.tanh(x @ w)
   X = jax.random.normal(jax.random.key(3), (4, 4))
   ref = jnp.zeros(4)
-  explain = lambda x: shapley.kernel_shap(games.baseline(f, x, ref), 4, KEY, num_samples=64, batch_size=32)
+  explain = lambda x: shapley.kernel_shap(games.baseline(f, x, ref), 4, KEY, num_samples=64, batch_size=32,
+                                                  enumerate_sizes=0)
   batched = jax.jit(jax.vmap(explain))(X)
   for i in range(4):
     one = explain(X[i])
@@ -171,7 +173,7 @@ def test_vmapped_convergence_mode_matches_single_runs(random_table):
   tables = jnp.stack([jnp.asarray(values[:, 0]), 3 * jnp.asarray(values[:, 1])])
 
   def run(t):
-    return shapley.kernel_shap(table_game(t), 6, KEY, threshold=0.02, batch_size=64)
+    return shapley.kernel_shap(table_game(t), 6, KEY, threshold=0.02, batch_size=64, enumerate_sizes=1)
 
   batched = jax.jit(jax.vmap(run))(tables)
   for i in range(2):

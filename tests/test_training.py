@@ -1,0 +1,105 @@
+"""The shared training loop: it learns, and a killed run resumes to bitwise the same parameters."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from xattr import data, models, training
+
+
+def _cross_entropy(model, batch):
+  logits = model(batch["x"])
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+  return loss, {"accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["y"])}
+
+
+@pytest.fixture(scope="module")
+def cancer():
+  ds = data.load_embedded("breast_cancer", seed=0)
+  return ds, {"x": ds.x_train, "y": ds.y_train}
+
+
+def _mlp(ds, seed=0):
+  return models.MLP(ds.num_features, (16,), ds.num_classes, rngs=nnx.Rngs(seed))
+
+
+def test_learns_breast_cancer(cancer):
+  ds, train_data = cancer
+  model = _mlp(ds)
+  evals = []
+
+  def eval_fn(m, step):
+    acc = float(jnp.mean(jnp.argmax(m(ds.x_test), -1) == ds.y_test))
+    evals.append(acc)
+    return {"test_accuracy": acc}
+
+  result = training.train(model, _cross_entropy, train_data, optimizer=optax.adam(1e-2), num_steps=150,
+                          batch_size=32, eval_fn=eval_fn, eval_every=50, log_every=25, progress=False)
+  losses = [h["train_loss"] for h in result.history if "train_loss" in h]
+  assert losses[-1] < 0.5 * losses[0]
+  assert len(evals) == 3 and evals[-1] > 0.9
+  # The caller's module holds the trained parameters.
+  assert float(jnp.mean(jnp.argmax(model(ds.x_test), -1) == ds.y_test)) == evals[-1]
+  assert int(result.state.step) == 150 and result.resumed_from is None and not result.stopped_early
+
+
+def test_batch_order_is_a_seeded_shuffle():
+  key = np.array([3, 4], np.uint32)
+  epoch0 = np.concatenate([training.batch_indices(key, t, 20, 6) for t in range(3)])
+  assert len(set(epoch0.tolist())) == 18                       # no repeats within an epoch; last 2 dropped
+  again = np.concatenate([training.batch_indices(key, t, 20, 6) for t in range(3)])
+  np.testing.assert_array_equal(epoch0, again)
+  assert not np.array_equal(training.batch_indices(key, 0, 20, 6), training.batch_indices(key, 3, 20, 6))
+
+
+class _Dropout(nnx.Module):
+  """Exercises non-parameter state (an nnx.Rngs stream with typed keys) through checkpoint and resume."""
+
+  def __init__(self, d, k, rngs):
+    self.dense = nnx.Linear(d, k, rngs=rngs)
+    self.dropout = nnx.Dropout(0.2, rngs=rngs)
+
+  def __call__(self, x):
+    return self.dense(self.dropout(x))
+
+
+@pytest.mark.parametrize("make", ["mlp", "dropout"])
+def test_killed_run_resumes_bitwise(cancer, tmp_path, make):
+  ds, train_data = cancer
+  build = (lambda: _mlp(ds)) if make == "mlp" else (lambda: _Dropout(ds.num_features, 2, nnx.Rngs(0, dropout=1)))
+  kwargs = dict(optimizer=optax.adam(1e-2), num_steps=40, batch_size=32, seed=5, progress=False)
+  straight = training.train(build(), _cross_entropy, train_data, **kwargs)
+
+  workdir = str(tmp_path / make)
+  killed = training.train(build(), _cross_entropy, train_data, workdir=workdir, checkpoint_every=10,
+                          stop_at=27, **kwargs)
+  assert killed.stopped_early and int(killed.state.step) == 27
+  # A fresh process would rebuild the model from scratch (different init seed here on purpose): the
+  # checkpoint must overwrite everything, including the data order and dropout RNG.
+  fresh = (_mlp(ds, seed=9) if make == "mlp" else _Dropout(ds.num_features, 2, nnx.Rngs(9, dropout=9)))
+  resumed = training.train(fresh, _cross_entropy, train_data, workdir=workdir, checkpoint_every=10, **kwargs)
+  assert resumed.resumed_from == 20 and int(resumed.state.step) == 40
+  for a, b in zip(jax.tree.leaves(straight.state.params), jax.tree.leaves(resumed.state.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+               straight.state.opt_state, resumed.state.opt_state)
+
+  # Running again with everything done restores the final checkpoint and takes no step.
+  again = training.train(_mlp(ds, seed=3) if make == "mlp" else _Dropout(ds.num_features, 2, nnx.Rngs(3)),
+                         _cross_entropy, train_data, workdir=workdir, **kwargs)
+  assert again.resumed_from == 40 and again.history == []
+  for a, b in zip(jax.tree.leaves(straight.state.params), jax.tree.leaves(again.state.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_bad_arguments(cancer):
+  ds, train_data = cancer
+  with pytest.raises(ValueError, match="batch_size"):
+    training.train(_mlp(ds), _cross_entropy, train_data, optimizer=optax.sgd(0.1), num_steps=1,
+                   batch_size=10_000, progress=False)
+  with pytest.raises(ValueError, match="leading axis"):
+    training.train(_mlp(ds), _cross_entropy, {"x": ds.x_train, "y": ds.y_train[:3]}, optimizer=optax.sgd(0.1),
+                   num_steps=1, batch_size=2, progress=False)
