@@ -217,8 +217,17 @@ def _check_key(key: Any) -> None:
                    f"got shape {shape} and dtype {dtype}. explain_batch derives one key per input itself.")
 
 
-@functools.lru_cache(maxsize=32)
 def _batched(explain_fn: Callable[[PyTree, jax.Array], PyTree], mesh: Mesh, axis_name: str) -> Callable:
+  """``_build_batched`` through its cache, or uncached for a callable object that cannot be hashed."""
+  try:
+    hash(explain_fn)
+  except TypeError:
+    return _build_batched.__wrapped__(explain_fn, mesh, axis_name)
+  return _build_batched(explain_fn, mesh, axis_name)
+
+
+@functools.lru_cache(maxsize=32)
+def _build_batched(explain_fn: Callable[[PyTree, jax.Array], PyTree], mesh: Mesh, axis_name: str) -> Callable:
   """The jitted, vmapped, sharded ``explain_fn`` (cached, so repeated calls and chunks reuse the compilation).
 
   Keys are derived inside the computation from the global example index, so the per-example key never
