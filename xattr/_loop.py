@@ -146,20 +146,24 @@ def batch_plan(num_samples: int | None, batch_size: int, max_samples: int, unit:
                threshold: float) -> tuple[int, int, LoopSpec]:
   """Static (batch_size, sample budget, loop spec) from the user's sampling arguments.
 
-  ``unit`` is 2 for paired samplers (batches hold whole pairs). A fixed ``num_samples`` runs exactly
-  ceil(num_samples / batch_size) batches and zero-weights the overshoot of the last one.
+  ``unit`` is 2 for paired samplers (batches hold whole pairs). A fixed ``num_samples`` is split into
+  ceil(num_samples / batch_size) batches of equal size, so at most a few rows of the last batch overshoot
+  (they are zero-weighted); the convergence cap is rounded down to whole batches, so nothing overshoots.
   """
   batch_size = _checks.positive_int("batch_size", batch_size, minimum=unit)
   batch_size -= batch_size % unit
   if num_samples is not None:
     budget = _checks.positive_int("num_samples", num_samples, minimum=unit)
     _checks.even_if_paired(budget, unit == 2)
-    batch_size = min(batch_size, budget)
-    return batch_size, budget, LoopSpec(-(-budget // batch_size), None)
+    num_batches = -(-budget // batch_size)
+    per_batch = -(-budget // num_batches)
+    per_batch += -per_batch % unit
+    return per_batch, budget, LoopSpec(num_batches, None)
   if not threshold > 0:
     raise ValueError(f"threshold must be > 0 when num_samples is None (run until converged), got {threshold}.")
   budget = _checks.positive_int("max_samples", max_samples, minimum=2 * batch_size)
-  return batch_size, budget, LoopSpec(-(-budget // batch_size), float(threshold))
+  budget -= budget % batch_size
+  return batch_size, budget, LoopSpec(budget // batch_size, float(threshold))
 
 
 def valid_rows(batch_index: jax.Array, batch_size: int, budget: int) -> jax.Array:
