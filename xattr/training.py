@@ -129,23 +129,24 @@ def _restore(manager: ocp.CheckpointManager, step: int, template: TrainState) ->
   saveable = _to_saveable(template)
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, saveable)
   restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
-  # Orbax gives back the target's structure; re-flatten into the template's treedef to be safe.
-  leaves = jax.tree.leaves(restored)
-  restored = jax.tree.unflatten(jax.tree.structure(saveable), [jnp.asarray(leaf) for leaf in leaves])
+  if jax.tree.structure(restored) != jax.tree.structure(saveable):
+    raise ValueError(f"checkpoint {step} in {manager.directory} does not match this model/optimizer: saved "
+                     f"structure {jax.tree.structure(restored)}, expected {jax.tree.structure(saveable)}.")
   return _from_saveable(restored, template)
 
 
 def _make_step(graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.GradientTransformation):
   @functools.partial(jax.jit, donate_argnums=0)
   def step(state: TrainState, batch: Any) -> tuple[TrainState, dict[str, jax.Array]]:
-    def objective(params, rest):
-      # rest enters as an argument so that its variables belong to this trace and may be mutated (RNG counts).
-      model = nnx.merge(graphdef, params, rest)
-      loss, metrics = loss_fn(model, batch)
-      _, _, rest = nnx.split(model, nnx.Param, ...)
-      return loss, (dict(metrics), rest)
+    model = nnx.merge(graphdef, state.params, state.rest)
 
-    (loss, (metrics, rest)), grads = jax.value_and_grad(objective, has_aux=True)(state.params, state.rest)
+    def objective(model):
+      loss, metrics = loss_fn(model, batch)
+      return loss, dict(metrics)
+
+    # nnx.value_and_grad (not jax's) so that variables such as RNG counts may be updated inside the loss.
+    (loss, metrics), grads = nnx.value_and_grad(objective, has_aux=True)(model)
+    _, _, rest = nnx.split(model, nnx.Param, ...)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new = TrainState(state.step + 1, params, rest, opt_state, state.data_key)

@@ -1,5 +1,5 @@
 """Models (Flax NNX) and their functional view for the cores."""
 
-from xattr.models.mlp import ACTIVATIONS, MLP, Functional, functional, model_fn
+from xattr.models.mlp import ACTIVATIONS, MLP, Functional, functional, model_fn, rowwise
 
-__all__ = ["ACTIVATIONS", "MLP", "Functional", "functional", "model_fn"]
+__all__ = ["ACTIVATIONS", "MLP", "Functional", "functional", "model_fn", "rowwise"]

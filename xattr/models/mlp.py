@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-__all__ = ["ACTIVATIONS", "MLP", "Functional", "functional", "model_fn"]
+__all__ = ["ACTIVATIONS", "MLP", "Functional", "functional", "model_fn", "rowwise"]
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
@@ -100,15 +100,49 @@ def functional(model: nnx.Module) -> Functional:
   return Functional(state, apply)
 
 
-def model_fn(model: nnx.Module, *, postprocess: str | Callable[[jax.Array], jax.Array] | None = None
-             ) -> Callable[[jax.Array], jax.Array]:
+def rowwise(fn: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array], jax.Array]:
+  """Marks a row-by-row function ``float[b, ...] -> float[b, ...]`` so that ``vmap`` folds into its rows.
+
+  ``jax.vmap`` of a batched model turns its matmuls into 3-D ``dot_general`` s, which XLA:CPU runs several
+  times slower than the same work as one 2-D matmul (about 4-5x for an MLP over vmapped explanation games, measured
+  with JAX 0.10). Under ``vmap``, the wrapped function instead reshapes [B, b, ...] to [B * b, ...], calls itself
+  once and reshapes back (recursively, so nested vmaps fold too). Only valid if each output row depends on its
+  input row alone (no batch norm in training mode, no cross-row attention).
+
+  Forward-mode only: ``jax.custom_batching.custom_vmap`` does not support reverse-mode differentiation, so do not
+  take ``jax.grad`` through the wrapped function; use the unwrapped one for training or gradient explanations.
+
+  Example:
+    >>> w = jnp.arange(6.0).reshape(3, 2)
+    >>> f = rowwise(lambda x: jnp.tanh(x @ w))
+    >>> x = jnp.ones((4, 5, 3))
+    >>> bool(jnp.allclose(jax.vmap(f)(x), jnp.tanh(x @ w)))
+    True
+  """
+
+  @jax.custom_batching.custom_vmap
+  def wrapped(x: jax.Array) -> jax.Array:
+    return fn(x)
+
+  @wrapped.def_vmap
+  def _fold(axis_size: int, in_batched: list[bool], x: jax.Array):
+    del in_batched                     # a single argument, batched (else vmap would not call the rule)
+    out = wrapped(x.reshape(axis_size * x.shape[1], *x.shape[2:]))
+    return out.reshape(axis_size, x.shape[1], *out.shape[1:]), True
+
+  return wrapped
+
+
+def model_fn(model: nnx.Module, *, postprocess: str | Callable[[jax.Array], jax.Array] | None = None,
+             fold_vmap: bool = False) -> Callable[[jax.Array], jax.Array]:
   """A pure ``x_batch -> outputs`` closure over a snapshot of ``model``'s state.
 
   Later changes to ``model`` do not affect the returned function (the state is captured now).
 
   Args:
-    model: an NNX module mapping float[b, ...] to float[b, k].
+    model: an NNX module mapping float[b, ...] to float[b, k], row by row.
     postprocess: None, 'softmax' (class probabilities), 'sigmoid', 'squeeze' ([b, 1] -> [b]) or a callable.
+    fold_vmap: wrap the function with :func:`rowwise` (fast ``vmap`` over inputs on CPU; no reverse-mode grad).
   """
   state, apply = functional(model)
   if isinstance(postprocess, str):
@@ -117,4 +151,5 @@ def model_fn(model: nnx.Module, *, postprocess: str | Callable[[jax.Array], jax.
                        f"got {postprocess!r}.")
     postprocess = _POSTPROCESS[postprocess]
   post: Callable[[Any], Any] = postprocess or (lambda y: y)
-  return lambda x: post(apply(state, x))
+  fn = lambda x: post(apply(state, x))
+  return rowwise(fn) if fold_vmap else fn
