@@ -63,7 +63,8 @@ CASES: dict[str, Callable] = {
     # A tight threshold, so inputs stop after different numbers of batches (one hits max_samples): the
     # vmapped while_loop must give each input its own stopping point on any device count.
     "kernel_converge": lambda x, k: shapley.kernel_shap(_game(x), D, k, num_samples=None, batch_size=64,
-                                                        threshold=0.005, max_samples=4096),
+                                                        threshold=0.005, max_samples=4096,
+                                                        enumerate_sizes=1),
     "permutation": lambda x, k: shapley.permutation(_game(x), D, k, num_permutations=32, batch_size=64),
     "msr": lambda x, k: banzhaf.msr(_game(x), D, k, num_samples=256, batch_size=64),
 }

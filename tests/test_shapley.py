@@ -224,3 +224,12 @@ def test_normalize_efficient():
 def test_exact_a_matrix_matches_sampled_moments():
   z = np.asarray(masks.shapley_kernel(KEY, 7, 200000), np.float64)
   np.testing.assert_allclose(z.T @ z / len(z), shapley.exact_a_matrix(7), atol=5e-3)
+
+
+def test_convergence_mode_enumerates_small_games_exactly(random_table):
+  values, phi = random_table
+  est = shapley.kernel_shap(table_game(values), 6, KEY, threshold=0.01)       # 62 <= max_samples / 8
+  np.testing.assert_allclose(est.values, phi, atol=1e-5)
+  assert int(est.num_evals) == 2 ** 6 and bool(est.converged)
+  sampled = shapley.kernel_shap(table_game(values), 6, KEY, threshold=0.05, max_samples=256, batch_size=16)
+  assert float(np.max(sampled.std)) > 0                                        # 62 > 256 / 8: sampled

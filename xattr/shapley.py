@@ -195,7 +195,8 @@ def kernel_shap(game: Game, num_players: int, key: jax.Array, *, num_samples: in
     threshold: convergence threshold on the relative std; also sets ``Estimate.converged`` for fixed budgets.
     max_samples: cap on coalitions (enumerated + sampled) in convergence mode.
     enumerate_sizes: K; None picks the K that minimises the sampled part's variance (1 - p_E)^2 / (samples
-      left), with ``num_samples`` as the budget (``batch_size`` in convergence mode); 0 samples every size.
+      left), with ``num_samples`` as the budget (``batch_size`` in convergence mode, where every size is
+      enumerated, exactly, if 2^d - 2 <= max_samples / 8); 0 samples every size.
 
   Returns:
     :class:`Estimate` with values float[d] (or [d, k]) summing to v(1) - v(0), their std, num_evals (coalitions
@@ -222,6 +223,9 @@ def kernel_shap(game: Game, num_players: int, key: jax.Array, *, num_samples: in
     _checks.even_if_paired(num_samples, paired)
   elif not threshold > 0:
     raise ValueError(f"threshold must be > 0 when num_samples is None (run until converged), got {threshold}.")
+  if num_samples is None and enumerate_sizes is None and 2 ** d - 2 <= max_samples // 8:
+    # Enumerating every coalition is cheaper than a typical converged run would be: do that, exactly.
+    enumerate_sizes = d // 2
   enum = _enumerate_sizes(d, _enumeration_plan(d, plan_budget, enumerate_sizes))
   n_enum = len(enum.masks)
   sampled = num_samples - n_enum if num_samples is not None else None

@@ -52,6 +52,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.explain.batch_size = 512           # coalitions per game call
   config.explain.paired = True
   config.explain.exact_a = False
+  config.explain.enumerate_sizes = placeholder(int)  # None: chosen by KernelSHAP (sizes 1 and 29 here)
   config.explain.plot_class = 1             # which class the plots show (1 = 'benign' for breast_cancer)
 
   # Error vs exact Shapley values on a subset problem small enough to enumerate.
@@ -60,6 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.exact.players = tuple(range(12))   # features that become players; the others are always kept
   config.exact.chunk_size = 8
   config.exact.batch_size = 512             # coalitions per game call in the enumeration
+  config.exact.enumerate_sizes = 1          # KernelSHAP on the subset samples all but sizes 1 and d-1
 
   if arg == "smoke":
     config.train.num_steps = 60
