@@ -233,3 +233,16 @@ def test_convergence_mode_enumerates_small_games_exactly(random_table):
   assert int(est.num_evals) == 2 ** 6 and bool(est.converged)
   sampled = shapley.kernel_shap(table_game(values), 6, KEY, threshold=0.05, max_samples=256, batch_size=16)
   assert float(np.max(sampled.std)) > 0                                        # 62 > 256 / 8: sampled
+
+
+def test_std_calibrated_when_the_budget_fits_one_default_batch():
+  """d = 12, 1024 coalitions: sizes 1-3 are enumerated and the 428 sampled ones would fit one batch of 512; the
+  original estimator still gets several batches, so its std comes from their spread and stays calibrated."""
+  table = np.random.default_rng(11).normal(size=2 ** 12)
+  game = table_game(table)
+  est = jax.jit(jax.vmap(lambda k: shapley.kernel_shap(game, 12, k, num_samples=1024)))(
+      jax.random.split(jax.random.key(5), 200))
+  observed = np.asarray(est.values).std(0, ddof=1)
+  reported = np.sqrt(np.mean(np.asarray(est.std) ** 2, 0))
+  ratio = np.sqrt(np.mean(observed ** 2) / np.mean(reported ** 2))
+  assert 0.8 < ratio < 1.2, ratio

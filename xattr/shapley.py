@@ -261,6 +261,10 @@ def kernel_shap(game: Game, num_players: int, key: jax.Array, *, num_samples: in
     return est
 
   cap = _checks.positive_int("max_samples", max_samples) - n_enum          # the cap counts enumerated ones too
+  if sampled is not None and not exact_a:
+    # The original estimator's std comes from the spread of batch solutions: aim for >= 4 batches of >= 2d.
+    quarter = -(-sampled // 4)
+    batch_size = min(batch_size, max(quarter + quarter % unit, 2 * d + (2 * d) % unit))
   bs, budget, spec = _loop.batch_plan(sampled, batch_size, cap, unit, threshold)
   use_spread = not exact_a and spec.max_batches >= 2 and bs >= 2 * d
 
