@@ -11,8 +11,8 @@ Example:
   [1.0, 2.0, 3.0]
 """
 
-from xattr import banzhaf, games, lime, loo, masks, shapley
+from xattr import banzhaf, games, lime, loo, masks, parallel, shapley
 from xattr.estimate import Estimate
 
-__all__ = ["Estimate", "banzhaf", "games", "lime", "loo", "masks", "shapley"]
+__all__ = ["Estimate", "banzhaf", "games", "lime", "loo", "masks", "parallel", "shapley"]
 __version__ = "0.1.0"
