@@ -201,8 +201,9 @@ def kernel_shap(game: Game, num_players: int, key: jax.Array, *, num_samples: in
   Returns:
     :class:`Estimate` with values float[d] (or [d, k]) summing to v(1) - v(0), their std, num_evals (coalitions
     + 2) and the converged flag. std comes from the covariance of c propagated through M (``exact_a=True``), and
-    from the spread of per-batch solutions (``exact_a=False``, which needs >= 2 batches of >= 2d samples;
-    otherwise the exact-A formula is used as a slightly conservative stand-in).
+    from the spread of per-batch solutions (``exact_a=False``; fixed budgets are split into >= 4 batches of
+    >= 2d samples for it). With fewer sampled coalitions than that the exact-A formula stands in; it is an
+    upper bound that can be many times the real error on nearly additive games.
 
   Raises:
     ValueError: bad sizes, e.g. fewer than d (unpaired) or 2(d - 1) (paired) samples for the original
