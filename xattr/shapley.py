@@ -135,6 +135,11 @@ class _Enumerated(NamedTuple):
   rest_probs: np.ndarray       # size distribution of the sampled remainder (zero on enumerated sizes)
 
 
+def _extreme_sizes(d: int, k: int) -> list[int]:
+  """The coalition sizes {1..k} ∪ {d-k..d-1}, sorted, within 1..d-1."""
+  return sorted({s for j in range(1, k + 1) for s in (j, d - j) if 1 <= s <= d - 1})
+
+
 def _enumeration_plan(d: int, budget: int, requested: int | None) -> int:
   """K minimising the sampled part's variance proxy (1 - p_E)^2 / (budget - count_E) over affordable K.
 
@@ -147,7 +152,7 @@ def _enumeration_plan(d: int, budget: int, requested: int | None) -> int:
   probs = masks_lib.shapley_kernel_size_probs(d)
   best, best_cost = 0, 1.0 / budget
   for k in range(1, d // 2 + 1):
-    sizes = sorted({s for j in range(1, k + 1) for s in (j, d - j)})
+    sizes = _extreme_sizes(d, k)
     count = sum(comb(d, s) for s in sizes)
     left = budget - count
     mass = 1.0 - probs[sizes].sum()
@@ -161,7 +166,7 @@ def _enumeration_plan(d: int, budget: int, requested: int | None) -> int:
 
 def _enumerate_sizes(d: int, k: int) -> _Enumerated:
   probs = masks_lib.shapley_kernel_size_probs(d)
-  sizes = sorted({s for j in range(1, k + 1) for s in (j, d - j) if 1 <= s <= d - 1})
+  sizes = _extreme_sizes(d, k)
   rows = [np.isin(np.arange(d), c) for s in sizes for c in combinations(range(d), s)]
   masks = np.array(rows, bool).reshape(-1, d)
   sz = masks.sum(1)
