@@ -31,12 +31,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import tqdm
 from absl import app, flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
-from xattr import data, games, models, plots, shapley, training
+from xattr import chunked, data, games, models, plots, shapley, training
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/explain_tabular/*.py).",
                                           lock_config=True)
@@ -59,44 +58,9 @@ def _kernel_shap_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def explain_in_chunks(explain: Callable[[jax.Array, jax.Array], Any], inputs: np.ndarray, keys: jax.Array, *,
                       chunk_size: int, directory: str | None = None, tag: str = "",
                       desc: str = "explain") -> dict[str, np.ndarray]:
-  """Applies ``explain(x_chunk, key_chunk) -> pytree of [chunk, ...] arrays`` chunk by chunk, resumably.
-
-  Each finished chunk is written to ``directory/chunk_<start>_<end>.npz`` together with ``tag``; chunks whose
-  file exists with the same tag are loaded instead of recomputed. The last chunk is padded to ``chunk_size``
-  (by repeating its last input) so that ``explain`` compiles once.
-
-  Returns:
-    dict name -> stacked numpy array over all inputs (``explain`` must return a dict or NamedTuple).
-  """
-  n = len(inputs)
-  if directory:
-    os.makedirs(directory, exist_ok=True)
-  parts: list[dict[str, np.ndarray]] = []
-  reused = 0
-  with tqdm.tqdm(total=n, desc=desc, unit="input", dynamic_ncols=True) as bar:
-    for start in range(0, n, chunk_size):
-      end = min(start + chunk_size, n)
-      path = os.path.join(directory, f"chunk_{start:06d}_{end:06d}.npz") if directory else None
-      if path and os.path.exists(path):
-        with np.load(path) as saved:
-          if str(saved["tag"]) == tag:
-            parts.append({k: saved[k] for k in saved.files if k != "tag"})
-            reused += 1
-            bar.update(end - start)
-            continue
-      idx = np.minimum(np.arange(start, start + chunk_size), end - 1)
-      out = explain(jnp.asarray(inputs[idx]), keys[idx])
-      out = out._asdict() if hasattr(out, "_asdict") else dict(out)
-      chunk = {k: np.asarray(v)[:end - start] for k, v in out.items()}
-      if path:
-        tmp = path + ".tmp.npz"                         # write then rename: a killed write leaves no bad chunk
-        np.savez(tmp, tag=np.array(tag), **chunk)
-        os.replace(tmp, path)
-      parts.append(chunk)
-      bar.update(end - start)
-  if reused:
-    logging.info("%s: reused %d saved chunk(s) from %s", desc, reused, directory)
-  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+  """``explain(x_chunk, key_chunk)`` over the inputs with :func:`xattr.chunked.map_chunks` (saved, resumable)."""
+  return chunked.map_chunks(lambda a: explain(jnp.asarray(a[0]), a[1]), (inputs, keys), chunk_size=chunk_size,
+                            directory=directory, tag=tag, desc=desc)
 
 
 def error_metrics(estimate: np.ndarray, std: np.ndarray, exact: np.ndarray) -> dict[str, float]:

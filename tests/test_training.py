@@ -103,3 +103,35 @@ def test_bad_arguments(cancer):
   with pytest.raises(ValueError, match="leading axis"):
     training.train(_mlp(ds), _cross_entropy, {"x": ds.x_train, "y": ds.y_train[:3]}, optimizer=optax.sgd(0.1),
                    num_steps=1, batch_size=2, progress=False)
+
+
+class _StudentTeacher(nnx.Module):
+  """A student regressing onto a teacher that must stay frozen."""
+
+  def __init__(self):
+    self.teacher = nnx.Linear(3, 1, rngs=nnx.Rngs(1))
+    self.student = nnx.Linear(3, 1, rngs=nnx.Rngs(2))
+
+
+def test_trainable_filter_freezes_the_rest(tmp_path):
+  model = _StudentTeacher()
+  teacher_before = np.asarray(model.teacher.kernel[...]).copy()
+  x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+
+  def loss_fn(m, batch):
+    # Gradient also flows into the teacher's output here: only the filter keeps it frozen.
+    loss = jnp.mean((m.student(batch["x"]) - m.teacher(batch["x"])) ** 2)
+    return loss, {}
+
+  trainable = nnx.All(nnx.Param, nnx.PathContains("student"))
+  # Weight decay would move any optimized parameter even with a zero gradient.
+  training.train(model, loss_fn, {"x": x}, optimizer=optax.adamw(0.05, weight_decay=0.1), num_steps=300,
+                 batch_size=32, progress=False, trainable=trainable, workdir=tmp_path)
+  np.testing.assert_array_equal(np.asarray(model.teacher.kernel[...]), teacher_before)
+  np.testing.assert_allclose(model.student.kernel[...], model.teacher.kernel[...], atol=0.05)
+  # The frozen teacher is checkpointed with the rest and restored by a resumed (already finished) run.
+  again = _StudentTeacher()
+  result = training.train(again, loss_fn, {"x": x}, optimizer=optax.adamw(0.05, weight_decay=0.1), num_steps=300,
+                          batch_size=32, progress=False, trainable=trainable, workdir=tmp_path)
+  assert result.resumed_from == 300
+  np.testing.assert_array_equal(np.asarray(again.student.kernel[...]), np.asarray(model.student.kernel[...]))

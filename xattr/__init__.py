@@ -11,8 +11,9 @@ Example:
   [1.0, 2.0, 3.0]
 """
 
-from xattr import banzhaf, games, lime, loo, masks, parallel, shapley
+from xattr import amortize, attributions, banzhaf, chunked, evaluation, games, lime, loo, masks, parallel, shapley
 from xattr.estimate import Estimate
 
-__all__ = ["Estimate", "banzhaf", "games", "lime", "loo", "masks", "parallel", "shapley"]
+__all__ = ["Estimate", "amortize", "attributions", "banzhaf", "chunked", "evaluation", "games", "lime", "loo", "masks",
+           "parallel", "shapley"]
 __version__ = "0.1.0"

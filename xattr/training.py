@@ -59,7 +59,7 @@ class TrainState(NamedTuple):
 
   Attributes:
     step: int32 scalar, optimizer steps taken.
-    params: the model's ``nnx.Param`` variables.
+    params: the model's trainable variables (``nnx.Param`` unless ``train(trainable=...)`` says otherwise).
     rest: the model's other variables (e.g. ``nnx.Rngs`` state, batch statistics); may be empty.
     opt_state: optax state.
     data_key: uint32[2], seeds the per-epoch shuffles that fix the data order.
@@ -135,7 +135,8 @@ def _restore(manager: ocp.CheckpointManager, step: int, template: TrainState) ->
   return _from_saveable(restored, template)
 
 
-def _make_step(graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.GradientTransformation):
+def _make_step(graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.GradientTransformation,
+               trainable: Any):
   @functools.partial(jax.jit, donate_argnums=0)
   def step(state: TrainState, batch: Any) -> tuple[TrainState, dict[str, jax.Array]]:
     model = nnx.merge(graphdef, state.params, state.rest)
@@ -145,8 +146,9 @@ def _make_step(graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.Gradien
       return loss, dict(metrics)
 
     # nnx.value_and_grad (not jax's) so that variables such as RNG counts may be updated inside the loss.
-    (loss, metrics), grads = nnx.value_and_grad(objective, has_aux=True)(model)
-    _, _, rest = nnx.split(model, nnx.Param, ...)
+    grad_fn = nnx.value_and_grad(objective, argnums=nnx.DiffState(0, trainable), has_aux=True)
+    (loss, metrics), grads = grad_fn(model)
+    _, _, rest = nnx.split(model, trainable, ...)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new = TrainState(state.step + 1, params, rest, opt_state, state.data_key)
@@ -164,7 +166,7 @@ def train(model: nnx.Module, loss_fn: LossFn, train_data: Any, *, optimizer: opt
           num_steps: int, batch_size: int, seed: int = 0, workdir: str | os.PathLike | None = None,
           checkpoint_every: int | None = None, keep_checkpoints: int = 2, eval_fn: EvalFn | None = None,
           eval_every: int | None = None, log_every: int = 100, stop_at: int | None = None,
-          progress: bool = True, desc: str = "train") -> TrainResult:
+          progress: bool = True, desc: str = "train", trainable: Any = nnx.Param) -> TrainResult:
   """Trains ``model`` in place with minibatch ``optimizer`` steps, resuming from ``workdir`` if it holds a checkpoint.
 
   Args:
@@ -186,6 +188,9 @@ def train(model: nnx.Module, loss_fn: LossFn, train_data: Any, *, optimizer: opt
       preemption drills); the result has ``stopped_early=True``.
     progress: show a tqdm progress bar.
     desc: progress-bar label.
+    trainable: an NNX filter selecting the variables to optimize (default: every ``nnx.Param``). Anything else,
+      e.g. a frozen teacher or surrogate held by the model (``nnx.All(nnx.Param, nnx.Not(nnx.PathContains(
+      "teacher")))``), is carried and checkpointed in ``rest`` but gets no gradient and no optimizer update.
 
   Returns:
     :class:`TrainResult` with the model, the final :class:`TrainState`, a history of logged/evaluated metrics,
@@ -205,7 +210,7 @@ def train(model: nnx.Module, loss_fn: LossFn, train_data: Any, *, optimizer: opt
     raise ValueError(f"num_steps must be >= 0, got {num_steps}.")
   train_data = jax.tree.map(np.asarray, train_data)
 
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  graphdef, params, rest = nnx.split(model, trainable, ...)
   data_key = jax.random.key_data(jax.random.key(seed)).astype(jnp.uint32)
   # Copies: the jitted step donates its input state, which must not invalidate the caller's module.
   params, rest = jax.tree.map(jnp.copy, (params, rest))
@@ -218,7 +223,7 @@ def train(model: nnx.Module, loss_fn: LossFn, train_data: Any, *, optimizer: opt
       resumed_from = int(manager.latest_step())
       state = _restore(manager, resumed_from, state)
       logging.info("%s: resumed from checkpoint at step %d", desc, resumed_from)
-    step_fn = _make_step(graphdef, loss_fn, optimizer)
+    step_fn = _make_step(graphdef, loss_fn, optimizer, trainable)
     key_host = np.asarray(state.data_key)
     start = int(state.step)
     buffer: list[dict[str, jax.Array]] = []
