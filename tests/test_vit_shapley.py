@@ -1,0 +1,89 @@
+"""ViT Shapley pipeline, end to end on the smoke config: outputs, identities of the saved values, resumability."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from configs.vit_shapley import digits
+from experiments import vit_shapley, vit_shapley_eval
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("vit_shapley"))
+  config = digits.get_config("smoke")
+  return config, workdir, vit_shapley.run(config, workdir)
+
+
+def test_outputs(smoke):
+  config, workdir, metrics = smoke
+  for name in ("report.md", "metrics.json", "values.npz", "curves.png", "heatmaps.png"):
+    assert os.path.getsize(os.path.join(workdir, name)) > 0, name
+  for stage in ("classifier", "surrogate", "explainer"):
+    assert os.listdir(os.path.join(workdir, stage, "checkpoints")), stage
+  report = open(os.path.join(workdir, "report.md")).read()
+  for method in config.evaluate.baselines:
+    assert f"| {method.replace('_', ' ')} |" in report, method
+  assert "ViT Shapley explainer" in report and "exact Shapley (reference)" in report
+  saved = json.load(open(os.path.join(workdir, "metrics.json")))
+  assert set(saved["methods"]) == {"ground_truth", "explainer", *config.evaluate.baselines}
+  assert saved["ground_truth"] == "exact" and saved["num_patches"] == 16
+  assert 0.0 <= saved["methods"]["explainer"]["insertion_auc"] <= 1.0
+
+
+def test_saved_values_satisfy_identities(smoke):
+  config, workdir, _ = smoke
+  with np.load(os.path.join(workdir, "values.npz")) as f:
+    v = dict(f)
+  gap = v["grand"] - v["null"]
+  for name in ("ground_truth", "explainer", "kernel_shap"):        # Shapley estimators are efficient
+    np.testing.assert_allclose(v[f"attr__{name}"].sum(1), gap, atol=2e-4, err_msg=name)
+  for name in ("ground_truth", "explainer", "random", "rise", "smoothgrad"):
+    # Insertion goes from the empty to the full coalition, deletion the other way, whatever the ranking.
+    np.testing.assert_allclose(v[f"insertion__{name}"][:, 0], v["null"], atol=1e-5)
+    np.testing.assert_allclose(v[f"insertion__{name}"][:, -1], v["grand"], atol=1e-5)
+    np.testing.assert_allclose(v[f"deletion__{name}"][:, 0], v["grand"], atol=1e-5)
+    np.testing.assert_allclose(v[f"deletion__{name}"][:, -1], v["null"], atol=1e-5)
+  # Exact Shapley values explain the game's drops best on average: higher sensitivity-n than random ones.
+  assert v["sensitivity__ground_truth"].mean() > v["sensitivity__random"].mean()
+
+
+def test_rerun_resumes_without_recomputing(smoke):
+  config, workdir, first = smoke
+  chunk_dir = os.path.join(workdir, "evaluation")
+  stamps = {f: os.path.getmtime(os.path.join(chunk_dir, f)) for f in os.listdir(chunk_dir)}
+  again = vit_shapley.run(config, workdir)
+  assert {f: os.path.getmtime(os.path.join(chunk_dir, f)) for f in os.listdir(chunk_dir)} == stamps
+  assert again["methods"] == first["methods"]
+
+
+def test_bad_settings_are_named():
+  with pytest.raises(ValueError, match="ground_truth='exact' needs at most 20 patches"):
+    vit_shapley_eval.ground_truth_method(196, "exact")
+  with pytest.raises(ValueError, match="Unknown config argument"):
+    digits.get_config("huge")
+
+
+def test_init_from_pretrained(tmp_path):
+  from flax import nnx
+
+  from xattr.models import convert, vit
+
+  source = vit.ViT(vit.config("nano/8", image_size=32, num_channels=1, num_classes=5), rngs=nnx.Rngs(1))
+  convert.save_timm(source, tmp_path / "model.safetensors")
+  convert.save_checkpoint(source, tmp_path / "converted")
+  for path in (tmp_path / "model.safetensors", tmp_path / "converted"):
+    model = vit.ViT(vit.config("nano/8", image_size=32, num_channels=1, num_classes=10), rngs=nnx.Rngs(0))
+    vit_shapley.init_from_pretrained(model, str(path))
+    got, want = convert.model_params(model), convert.model_params(source)
+    for name, value in want.items():
+      if not name.startswith("head/"):
+        np.testing.assert_allclose(got[name], value, atol=1e-6, err_msg=name)
+    assert got["head/kernel"].shape == (32, 10)                       # a fresh head for the new classes
+  wrong = vit.ViT(vit.config("mu/8", image_size=32, num_channels=1, num_classes=10), rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="does not fit"):
+    vit_shapley.init_from_pretrained(wrong, str(tmp_path / "model.safetensors"))
