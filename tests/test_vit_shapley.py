@@ -87,3 +87,33 @@ def test_init_from_pretrained(tmp_path):
   wrong = vit.ViT(vit.config("mu/8", image_size=32, num_channels=1, num_classes=10), rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="does not fit"):
     vit_shapley.init_from_pretrained(wrong, str(tmp_path / "model.safetensors"))
+
+
+@pytest.mark.multidevice
+def test_vit_four_devices_match_one(tmp_path):
+  import subprocess
+  import sys
+
+  import jax
+
+  from tests import multidevice_vit_check as check
+  from xattr import parallel
+
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out_path = tmp_path / "four.npz"
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip())
+  proc = subprocess.Popen([sys.executable, os.path.join(root, "tests", "multidevice_vit_check.py"), str(out_path)],
+                          cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    one = check.explain_all(parallel.make_mesh(devices=jax.devices("cpu")[:1]))
+    stdout, stderr = proc.communicate(timeout=300)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.communicate()
+  assert proc.returncode == 0, f"stdout:\n{stdout}\nstderr:\n{stderr[-5000:]}"
+  with np.load(out_path) as f:
+    four = dict(f)
+  check.assert_same(one, four, "parent 1 device vs subprocess 4 devices")
+  assert np.abs(four["kernel/values"]).max() > 0 and np.isfinite(four["explainer/values"]).all()

@@ -1,0 +1,83 @@
+"""Checks, inside a process with 4 fake CPU devices, that masked-ViT explanations do not depend on the device count.
+
+Run by ``tests/test_vit_shapley.py::test_vit_four_devices_match_one`` as
+
+  XLA_FLAGS=--xla_force_host_platform_device_count=4 JAX_PLATFORMS=cpu python tests/multidevice_vit_check.py OUT.npz
+
+It explains 6 images (not a multiple of 4: padding is exercised) through the ViT surrogate game with KernelSHAP and
+with a ViT explainer head, sharded by ``xattr.parallel.explain_batch`` over 4 devices and over 1, asserts they agree
+and writes the 4-device results for the parent to compare with its own 1-device run.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from xattr import amortize, games, parallel, shapley
+from xattr.models import heads, vit
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+NUM_IMAGES = 6
+KEY = jax.random.key(3)
+CONFIG = vit.config("nano/8", image_size=32, num_channels=1, num_classes=4)
+IMAGES = np.random.default_rng(0).random((NUM_IMAGES, 32, 32, 1)).astype(np.float32)
+
+
+def _models() -> tuple[vit.ViT, heads.ViTExplainer]:
+  surrogate = vit.ViT(CONFIG, rngs=nnx.Rngs(0))
+  explainer = heads.ViTExplainer(vit.ViT(CONFIG, rngs=nnx.Rngs(1)), CONFIG.num_classes, hidden_sizes=(16,),
+                                 rngs=nnx.Rngs(2))
+  return surrogate, explainer
+
+
+def explain_all(mesh: jax.sharding.Mesh) -> dict[str, np.ndarray]:
+  surrogate, explainer = _models()
+  probs = vit.masked_model_fn(surrogate, postprocess="softmax")
+  graphdef, state = nnx.split(explainer)
+  p = surrogate.num_patches
+
+  def kernel(image, key):
+    game = games.surrogate(probs, image)
+    return shapley.kernel_shap(game, p, key, num_samples=64, batch_size=32)._asdict()
+
+  def amortized(image, key):
+    del key
+    raw = nnx.merge(graphdef, state)(image[None])
+    grand = probs(image[None], jnp.ones((1, p), bool))
+    null = probs(image[None], jnp.zeros((1, p), bool))[0]
+    return {"values": amortize.efficient_normalize(raw, grand, null)[0]}
+
+  out = {}
+  for name, fn in (("kernel", kernel), ("explainer", amortized)):
+    result = parallel.explain_batch(fn, IMAGES, KEY, mesh=mesh, progress=False)
+    out.update({f"{name}/{k}": np.asarray(v) for k, v in result.items()})
+  return out
+
+
+def assert_same(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], label: str) -> None:
+  assert sorted(actual) == sorted(expected), (label, sorted(actual), sorted(expected))
+  for k, e in expected.items():
+    a = actual[k]
+    assert a.shape == e.shape and a.shape[0] == NUM_IMAGES, (label, k, a.shape, e.shape)
+    if np.issubdtype(e.dtype, np.floating):
+      np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6, err_msg=f"{label}: {k}")
+    else:
+      np.testing.assert_array_equal(a, e, err_msg=f"{label}: {k}")
+
+
+def main(out_path: str) -> None:
+  assert len(jax.devices()) == 4, f"expected 4 fake CPU devices (XLA_FLAGS), got {jax.devices()}"
+  four = explain_all(parallel.make_mesh())
+  assert_same(explain_all(parallel.make_mesh(devices=jax.devices()[:1])), four, "1 device vs 4 devices")
+  np.savez(out_path, **four)
+  print(f"ok: {len(four)} arrays written to {out_path}")
+
+
+if __name__ == "__main__":
+  main(sys.argv[1])
