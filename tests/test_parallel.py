@@ -1,10 +1,5 @@
 """Meshes, padding, sharded batches and batched explanations; the 4-device check runs in its own process."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,7 +9,6 @@ from xattr import parallel
 
 KEY = jax.random.key(7)
 D = 5
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def projection(x, key):
@@ -284,24 +278,9 @@ def test_host_local_to_global_single_process():
 @pytest.mark.multidevice
 def test_four_devices_match_one(tmp_path):
   from tests import multidevice_check as check
+  from tests.four_devices import compare_with_one_device
 
-  out_path = tmp_path / "four.npz"
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip())
-  proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "multidevice_check.py"), str(out_path)],
-                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  try:
-    # This process's own answer on one CPU device (CPU also when a GPU is present, so numerics are comparable),
-    # computed while the subprocess runs.
-    one = check.explain_all(parallel.make_mesh(devices=jax.devices("cpu")[:1]))
-    stdout, stderr = proc.communicate(timeout=300)
-  finally:
-    if proc.poll() is None:
-      proc.kill()
-      proc.communicate()
-  assert proc.returncode == 0, f"stdout:\n{stdout}\nstderr:\n{stderr[-5000:]}"
-  with np.load(out_path) as f:
-    four = dict(f)
+  one, four = compare_with_one_device("multidevice_check.py", tmp_path / "four.npz", check.explain_all)
   check.assert_same(one, four, "parent 1 device vs subprocess 4 devices")
   # The comparison is only meaningful if the estimates are random and the loop lengths vary.
   assert np.ptp(four["kernel_converge/num_evals"]) > 0

@@ -91,29 +91,9 @@ def test_init_from_pretrained(tmp_path):
 
 @pytest.mark.multidevice
 def test_vit_four_devices_match_one(tmp_path):
-  import subprocess
-  import sys
-
-  import jax
-
   from tests import multidevice_vit_check as check
-  from xattr import parallel
+  from tests.four_devices import compare_with_one_device
 
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  out_path = tmp_path / "four.npz"
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip())
-  proc = subprocess.Popen([sys.executable, os.path.join(root, "tests", "multidevice_vit_check.py"), str(out_path)],
-                          cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  try:
-    one = check.explain_all(parallel.make_mesh(devices=jax.devices("cpu")[:1]))
-    stdout, stderr = proc.communicate(timeout=300)
-  finally:
-    if proc.poll() is None:
-      proc.kill()
-      proc.communicate()
-  assert proc.returncode == 0, f"stdout:\n{stdout}\nstderr:\n{stderr[-5000:]}"
-  with np.load(out_path) as f:
-    four = dict(f)
+  one, four = compare_with_one_device("multidevice_vit_check.py", tmp_path / "four.npz", check.explain_all)
   check.assert_same(one, four, "parent 1 device vs subprocess 4 devices")
   assert np.abs(four["kernel/values"]).max() > 0 and np.isfinite(four["explainer/values"]).all()
