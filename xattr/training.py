@@ -135,8 +135,11 @@ def _restore(manager: ocp.CheckpointManager, step: int, template: TrainState) ->
   return _from_saveable(restored, template)
 
 
+@functools.lru_cache(maxsize=64)
 def _make_step(graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.GradientTransformation,
                trainable: Any):
+  """The jitted step; cached, so successive ``train`` calls with the same model structure, loss function and
+  optimizer object (temperature stages, epsilon blocks, resumed runs in one process) compile once."""
   @functools.partial(jax.jit, donate_argnums=0)
   def step(state: TrainState, batch: Any) -> tuple[TrainState, dict[str, jax.Array]]:
     model = nnx.merge(graphdef, state.params, state.rest)
@@ -223,7 +226,10 @@ def train(model: nnx.Module, loss_fn: LossFn, train_data: Any, *, optimizer: opt
       resumed_from = int(manager.latest_step())
       state = _restore(manager, resumed_from, state)
       logging.info("%s: resumed from checkpoint at step %d", desc, resumed_from)
-    step_fn = _make_step(graphdef, loss_fn, optimizer, trainable)
+    try:
+      step_fn = _make_step(graphdef, loss_fn, optimizer, trainable)
+    except TypeError:                      # an unhashable filter or loss: build the step without the cache
+      step_fn = _make_step.__wrapped__(graphdef, loss_fn, optimizer, trainable)
     key_host = np.asarray(state.data_key)
     start = int(state.step)
     buffer: list[dict[str, jax.Array]] = []
