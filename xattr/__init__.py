@@ -11,9 +11,10 @@ Example:
   [1.0, 2.0, 3.0]
 """
 
-from xattr import amortize, attributions, banzhaf, chunked, evaluation, games, lime, loo, masks, parallel, shapley
+from xattr import (amortize, attributions, banzhaf, chunked, evaluation, games, lime, loo, masks, parallel, selection,
+                   shapley)
 from xattr.estimate import Estimate
 
 __all__ = ["Estimate", "amortize", "attributions", "banzhaf", "chunked", "evaluation", "games", "lime", "loo", "masks",
-           "parallel", "shapley"]
+           "parallel", "selection", "shapley"]
 __version__ = "0.1.0"
