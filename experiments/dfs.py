@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging as std_logging
 import os
 import time
 from typing import Any, NamedTuple
@@ -34,18 +33,15 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
+from absl import logging
 from flax import nnx
-from ml_collections import config_flags
 
+from experiments import cli
 from xattr import data as data_lib
 from xattr import masks
 from xattr.models import vit
 from xattr.selection import baselines, dime, evaluation, gdfs, oracle, plots, predictor, rollout
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/dfs/*.py).",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, per-seed results, plots and report.")
 
 METHODS = ("gdfs", "dime", "random", "static", "cae")
 _MAX_IMAGES = 32          # test images kept per seed for the selection-order picture
@@ -520,16 +516,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   return summarize(config, per_seed, workdir, load_problem(config, int(config.seeds[0])))
 
 
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if _CONFIG.value is None or _WORKDIR.value is None:
-    raise app.UsageError("--config and --workdir are required.")
-  logging.get_absl_logger().addFilter(
-      lambda record: record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname)
-  logging.info("config:\n%s", _CONFIG.value)
+def _run_and_report(config: ml_collections.ConfigDict, workdir: str) -> None:
   t0 = time.perf_counter()
-  out = run(_CONFIG.value, _WORKDIR.value)
+  out = run(config, workdir)
   print(f"done in {time.perf_counter() - t0:.0f} s; report: {out['paths']['report.md']}")
   for m, v in out["summary"].get("small_budget_check", {}).items():
     print(f"{m}: beats baselines at budgets {v['budgets']}: {v['beats_baselines']} "
@@ -537,4 +526,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.main(_run_and_report, config_example="configs/dfs/digits.py",
+           workdir_help="Directory for checkpoints, per-seed results, plots and report.")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging as std_logging
 import os
 import time
 from collections.abc import Callable
@@ -31,15 +30,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import app, flags, logging
+from absl import logging
 from flax import nnx
-from ml_collections import config_flags
 
+from experiments import cli
 from xattr import chunked, data, games, models, plots, shapley, training
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/explain_tabular/*.py).",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, explanations, plots and the report.")
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -260,18 +256,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
               background=background)
 
 
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if _CONFIG.value is None or _WORKDIR.value is None:
-    raise app.UsageError("--config and --workdir are required.")
-  # Orbax logs every checkpoint step at INFO; keep its warnings, drop the chatter.
-  logging.get_absl_logger().addFilter(
-      lambda record: record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname)
-  logging.info("config:\n%s", _CONFIG.value)
-  out = run(_CONFIG.value, _WORKDIR.value)
+def _run_and_report(config: ml_collections.ConfigDict, workdir: str) -> None:
+  out = run(config, workdir)
   print(f"test accuracy {out['accuracy']:.4f}; report: {out['paths']['report.md']}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.main(_run_and_report, config_example="configs/explain_tabular/breast_cancer.py",
+           workdir_help="Directory for checkpoints, explanations, plots and the report.")

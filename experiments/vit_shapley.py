@@ -20,7 +20,6 @@ Stages (``workdir/<stage>/`` holds each one's Orbax checkpoints; a finished stag
 from __future__ import annotations
 
 import functools
-import logging as std_logging
 import json
 import os
 import time
@@ -32,10 +31,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import app, flags, logging
+from absl import logging
 from flax import nnx
-from ml_collections import config_flags
 
+from experiments import cli
 from experiments.vit_shapley_eval import predict_in_batches
 from experiments import vit_shapley_eval
 from xattr import amortize, masks, training
@@ -43,9 +42,6 @@ from xattr.data import images as image_data
 from xattr.models import heads
 from xattr.models import vit
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/vit_shapley/*.py).",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, results, plots and the report.")
 
 STAGES = ("classifier", "surrogate", "explainer", "evaluate")
 
@@ -272,17 +268,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   return metrics
 
 
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if _CONFIG.value is None or _WORKDIR.value is None:
-    raise app.UsageError("--config and --workdir are required.")
-  # Orbax logs every checkpoint step at INFO; keep the console for progress bars and the driver's own messages.
-  logging.get_absl_logger().addFilter(
-      lambda record: record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname)
-  run(_CONFIG.value, _WORKDIR.value)
+def _run_and_report(config: ml_collections.ConfigDict, workdir: str) -> None:
+  run(config, workdir)
 
 
 if __name__ == "__main__":
-  jax.config.config_with_absl()
-  app.run(main)
+  cli.main(_run_and_report, config_example="configs/vit_shapley/digits.py",
+           workdir_help="Directory for checkpoints, results, plots and the report.")
