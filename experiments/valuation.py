@@ -274,6 +274,26 @@ def plot_mislabeled(path, budgets, aurocs, baselines) -> str:
   return _save(fig, path)
 
 
+def addition_verdict(matched_minus_other: dict[str, dict[str, dict[str, float]]], sizes) -> str:
+  """One sentence per ranking rule: does the ranking made for the base size beat the other size's ranking there?
+
+  The claim "the best points to add depend on the dataset size" holds for a rule when its size-matched ranking
+  gains more than the other size's ranking at both sizes (paired difference above two standard errors).
+  """
+  sentences = []
+  for name, paired in matched_minus_other.items():
+    wins = [paired[str(k)]["mean"] > 2 * paired[str(k)]["se"] for k in sizes]
+    losses = [paired[str(k)]["mean"] < -2 * paired[str(k)]["se"] for k in sizes]
+    if all(wins):
+      sentences.append(f"{name}: the size-matched ranking wins at both sizes, so the best points to add depend on "
+                       "the dataset size.")
+    else:
+      detail = ", ".join(f"k={k}: {'wins' if w else 'loses' if l else 'ties'}" for k, w, l in zip(sizes, wins, losses))
+      sentences.append(f"{name}: the size-matched ranking does not win at both sizes ({detail}); on this data the "
+                       "size dependence is not demonstrated by this rule.")
+  return "**Verdict.** " + " ".join(sentences)
+
+
 def plot_addition(path, result, sizes) -> str:
   fig, ax = _figure(1, (6.5, 4.2))
   rules = list(result[sizes[0]].keys())
@@ -285,7 +305,7 @@ def plot_addition(path, result, sizes) -> str:
            capsize=3)
   ax.set_xticks(np.arange(len(sizes)), [f"base size k = {k}" for k in sizes])
   ax.set_ylabel("utility gain U(D u S) - U(D)")
-  ax.set_title("point addition: which points to add depends on k")
+  ax.set_title("point addition at a small and a large base size")
   ax.axhline(0, color="k", lw=0.5)
   ax.legend(fontsize=8)
   return _save(fig, path)
@@ -676,6 +696,7 @@ def write_report(path, config, pool, summary, budgets, acc, aurocs, baselines, a
   for name, paired in summary["addition_matched_minus_other"].items():
     lines.append(f"| **{name}: size-matched ranking minus the other size's** (paired) | " + " | ".join(
         f"**{paired[str(k)]['mean']:+.5f} +- {paired[str(k)]['se']:.5f}**" for k in sizes) + " |")
+  lines += ["", addition_verdict(summary["addition_matched_minus_other"], sizes)]
   lines += ["", f"Among the {len(truth_points)} ground-truth points, the mean contribution near k={small} and near "
             f"k={large} (samples within 25% of the size) have Spearman correlation "
             f"{summary['addition_truth_rank_correlation']:.3f}; the 'ground truth' rules choose "

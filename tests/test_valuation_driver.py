@@ -27,7 +27,8 @@ def test_outputs_report_and_metrics(smoke):
     assert os.path.getsize(os.path.join(workdir, name)) > 0, name
   report = open(out["paths"]["report.md"]).read()
   for text in ("Valuation accuracy vs ground truth", "Mislabeled-point detection", "Point addition",
-               "TMC Data Shapley", "leave-one-out", "contributions/s", "accuracy.png", "scaling_curves.png"):
+               "TMC Data Shapley", "leave-one-out", "contributions/s", "accuracy.png", "scaling_curves.png",
+               "**Verdict.**"):
     assert text in report, text
   m = json.load(open(out["paths"]["metrics.json"]))
   budgets = [str(b) for b in config.sampling.budgets]
@@ -64,6 +65,16 @@ def test_killed_run_resumes_without_redoing_saved_stages(smoke):
     for key, value in out["estimates"][budget].items():
       np.testing.assert_allclose(again["estimates"][budget][key], value, rtol=1e-6, atol=1e-12, err_msg=key)
   assert again["metrics"]["auroc"] == out["metrics"]["auroc"]
+
+
+def test_addition_verdict_needs_a_win_at_both_sizes():
+  win, tie, loss = {"mean": 0.03, "se": 0.01}, {"mean": 0.01, "se": 0.01}, {"mean": -0.03, "se": 0.01}
+  both = valuation.addition_verdict({"law": {"100": win, "300": win}}, (100, 300))
+  assert "wins at both sizes" in both and "not demonstrated" not in both
+  mixed = valuation.addition_verdict({"law": {"100": loss, "300": win}, "truth": {"100": win, "300": tie}},
+                                     (100, 300))
+  assert "law: the size-matched ranking does not win at both sizes (k=100: loses, k=300: wins)" in mixed
+  assert "truth: the size-matched ranking does not win at both sizes (k=100: wins, k=300: ties)" in mixed
 
 
 def test_configs():
