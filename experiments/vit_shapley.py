@@ -84,7 +84,8 @@ def _train(model: nnx.Module, loss_fn, train_data, opt: ml_collections.ConfigDic
   return training.train(model, loss_fn, train_data, optimizer=make_optimizer(opt, opt.num_steps),
                         num_steps=opt.num_steps, batch_size=opt.batch_size, seed=seed, workdir=workdir,
                         checkpoint_every=opt.checkpoint_every, eval_fn=eval_fn, eval_every=opt.eval_every,
-                        log_every=opt.log_every, desc=desc, trainable=trainable)
+                        log_every=opt.log_every, desc=desc, trainable=trainable,
+                        mesh=training.data_mesh(opt.batch_size))      # strict: a batch that does not split fails
 
 
 def _accuracy(model: vit.ViT, x: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None) -> float:

@@ -32,7 +32,9 @@ def compare_with_one_device(script: str, out_path: os.PathLike, compute: Callabl
     timeout: seconds to wait for the subprocess.
   """
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip())
+             XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip(),
+             # The script's own folder heads sys.path; the repository root makes experiments/ and configs/ importable.
+             PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])))
   proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / script), str(out_path)], cwd=ROOT, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   try:

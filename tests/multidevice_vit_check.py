@@ -5,20 +5,25 @@ Run by ``tests/test_vit_shapley.py::test_vit_four_devices_match_one`` as
   XLA_FLAGS=--xla_force_host_platform_device_count=4 JAX_PLATFORMS=cpu python tests/multidevice_vit_check.py OUT.npz
 
 It explains 6 images (not a multiple of 4: padding is exercised) through the ViT surrogate game with KernelSHAP and
-with a ViT explainer head, sharded by ``xattr.parallel.explain_batch`` over 4 devices and over 1, asserts they agree
+with a ViT explainer head, sharded by ``xattr.parallel.explain_batch`` over 4 devices and over 1; it also trains the
+surrogate stage's loss (random masks drawn from the model's own RNG) for a few steps data-parallel with
+``training.train(mesh=...)``, stopping halfway and resuming from the checkpoint. It asserts 4 and 1 devices agree
 and writes the 4-device results for the parent to compare with its own 1-device run.
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
-from xattr import amortize, games, parallel, shapley
+from experiments import vit_shapley
+from xattr import amortize, games, parallel, shapley, training
 from xattr.models import heads, vit
 
 jax.config.update("jax_default_matmul_precision", "highest")
@@ -60,11 +65,36 @@ def explain_all(mesh: jax.sharding.Mesh) -> dict[str, np.ndarray]:
   return out
 
 
+def train_surrogate(mesh: jax.sharding.Mesh) -> dict[str, np.ndarray]:
+  """Final parameters after 4 data-parallel steps of the surrogate loss (batch 8), killed at step 2 and resumed."""
+  rng = np.random.default_rng(1)
+  data = {"x": rng.random((16, 32, 32, 1)).astype(np.float32),
+          "probs": rng.dirichlet(np.ones(CONFIG.num_classes), 16).astype(np.float32)}
+  # Plain SGD: Adam divides by the root of tiny second moments, which turns float reduction-order noise in
+  # near-zero gradients into differences of a sizeable fraction of the learning rate.
+  opt = optax.sgd(0.5)
+
+  def loss_fn(m, batch):
+    return vit_shapley.surrogate_loss(m.model, batch["x"], batch["probs"], m.rngs.masks(), 2), {}
+
+  with tempfile.TemporaryDirectory() as workdir:
+    for stop_at in (2, None):
+      model = vit_shapley.WithMaskRngs(vit.ViT(CONFIG, rngs=nnx.Rngs(0)), seed=5)
+      training.train(model, loss_fn, data, optimizer=opt, num_steps=4, batch_size=8, workdir=workdir,
+                     checkpoint_every=1, stop_at=stop_at, progress=False, mesh=mesh)
+  leaves = jax.tree_util.tree_leaves_with_path(nnx.state(model.model, nnx.Param))
+  return {"train/" + jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
+
+
+def compute(mesh: jax.sharding.Mesh) -> dict[str, np.ndarray]:
+  return {**explain_all(mesh), **train_surrogate(mesh)}
+
+
 def assert_same(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], label: str) -> None:
   assert sorted(actual) == sorted(expected), (label, sorted(actual), sorted(expected))
   for k, e in expected.items():
     a = actual[k]
-    assert a.shape == e.shape and a.shape[0] == NUM_IMAGES, (label, k, a.shape, e.shape)
+    assert a.shape == e.shape and (k.startswith("train/") or a.shape[0] == NUM_IMAGES), (label, k, a.shape, e.shape)
     if np.issubdtype(e.dtype, np.floating):
       np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6, err_msg=f"{label}: {k}")
     else:
@@ -73,8 +103,8 @@ def assert_same(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], 
 
 def main(out_path: str) -> None:
   assert len(jax.devices()) == 4, f"expected 4 fake CPU devices (XLA_FLAGS), got {jax.devices()}"
-  four = explain_all(parallel.make_mesh())
-  assert_same(explain_all(parallel.make_mesh(devices=jax.devices()[:1])), four, "1 device vs 4 devices")
+  four = compute(parallel.make_mesh())
+  assert_same(compute(parallel.make_mesh(devices=jax.devices()[:1])), four, "1 device vs 4 devices")
   np.savez(out_path, **four)
   print(f"ok: {len(four)} arrays written to {out_path}")
 

@@ -7,7 +7,7 @@ import optax
 import pytest
 from flax import nnx
 
-from xattr import data, models, training
+from xattr import data, models, parallel, training
 
 
 def _cross_entropy(model, batch):
@@ -103,6 +103,24 @@ def test_bad_arguments(cancer):
   with pytest.raises(ValueError, match="leading axis"):
     training.train(_mlp(ds), _cross_entropy, {"x": ds.x_train, "y": ds.y_train[:3]}, optimizer=optax.sgd(0.1),
                    num_steps=1, batch_size=2, progress=False)
+
+
+def test_mesh_argument(cancer):
+  ds, train_data = cancer
+  runs = {}
+  for name, mesh in (("none", None), ("one-device mesh", parallel.make_mesh(1)), ("auto", "auto")):
+    model = _mlp(ds)
+    training.train(model, _cross_entropy, train_data, optimizer=optax.adam(1e-2), num_steps=5, batch_size=8,
+                   progress=False, mesh=mesh)
+    runs[name] = nnx.state(model, nnx.Param)
+  for name in ("one-device mesh", "auto"):
+    jax.tree.map(np.testing.assert_array_equal, runs[name], runs["none"])
+  with pytest.raises(ValueError, match="mesh must be a jax.sharding.Mesh, 'auto' or None, got 'all'"):
+    training.train(_mlp(ds), _cross_entropy, train_data, optimizer=optax.sgd(0.1), num_steps=1, batch_size=8,
+                   progress=False, mesh="all")
+  with pytest.raises(ValueError, match="axis_name must be one of the mesh's axes"):
+    training.train(_mlp(ds), _cross_entropy, train_data, optimizer=optax.sgd(0.1), num_steps=1, batch_size=8,
+                   progress=False, mesh=parallel.make_mesh(1, axis_name="batch"))
 
 
 class _StudentTeacher(nnx.Module):

@@ -48,7 +48,9 @@ import tqdm
 from absl import logging
 from flax import nnx
 
-__all__ = ["TrainState", "TrainResult", "train", "batch_indices", "checkpoint_manager"]
+from xattr import parallel
+
+__all__ = ["TrainState", "TrainResult", "train", "batch_indices", "checkpoint_manager", "data_mesh"]
 
 LossFn = Callable[[nnx.Module, Any], tuple[jax.Array, Mapping[str, jax.Array]]]
 EvalFn = Callable[[nnx.Module, int], Mapping[str, Any]]
@@ -160,6 +162,50 @@ def _make_step(graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.Gradien
   return step
 
 
+def _auto_mesh(batch_size: int, desc: str) -> jax.sharding.Mesh | None:
+  try:
+    return data_mesh(batch_size)
+  except ValueError:
+    logging.warning("%s: batch_size %d does not split over %d devices; training on one device.", desc, batch_size,
+                    jax.device_count())
+    return None
+
+
+def _placement(mesh: jax.sharding.Mesh | None, batch_size: int) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+  """(put_batch, put_state): where batches and the state live; identity functions without a mesh."""
+  if mesh is None:
+    return (lambda batch: batch), (lambda state: state)
+  n = parallel._check_mesh(mesh, "data")
+  if batch_size % n:
+    raise ValueError(f"batch_size must be a multiple of the mesh's 'data' axis size {n} to split every batch "
+                     f"evenly, got {batch_size}.")
+  rows, copies = parallel.data_sharding(mesh), parallel.replicated(mesh)
+
+  def put_batch(batch):
+    # From a callback, so that on several hosts each one fills only its own devices' rows.
+    return jax.tree.map(lambda a: jax.make_array_from_callback(a.shape, rows, lambda i: a[i]), batch)
+
+  return put_batch, lambda state: jax.device_put(state, copies)
+
+
+def data_mesh(batch_size: int) -> jax.sharding.Mesh | None:
+  """The mesh drivers pass to :func:`train`: every device on a ``'data'`` axis, or None on a single device.
+
+  Raises:
+    ValueError: if ``batch_size`` does not split evenly over the devices.
+
+  Example:
+    >>> data_mesh(16) is None or dict(data_mesh(16).shape)["data"] == jax.device_count()
+    True
+  """
+  n = jax.device_count()
+  if n == 1:
+    return None
+  if batch_size % n:
+    raise ValueError(f"batch_size must be a multiple of the {n} devices to train data-parallel, got {batch_size}.")
+  return parallel.make_mesh()
+
+
 def _mean_metrics(buffer: list[dict[str, jax.Array]]) -> dict[str, float]:
   host = jax.device_get(buffer)
   return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
@@ -169,7 +215,8 @@ def train(model: nnx.Module, loss_fn: LossFn, train_data: Any, *, optimizer: opt
           num_steps: int, batch_size: int, seed: int = 0, workdir: str | os.PathLike | None = None,
           checkpoint_every: int | None = None, keep_checkpoints: int = 2, eval_fn: EvalFn | None = None,
           eval_every: int | None = None, log_every: int = 100, stop_at: int | None = None,
-          progress: bool = True, desc: str = "train", trainable: Any = nnx.Param) -> TrainResult:
+          progress: bool = True, desc: str = "train", trainable: Any = nnx.Param,
+          mesh: jax.sharding.Mesh | str | None = "auto") -> TrainResult:
   """Trains ``model`` in place with minibatch ``optimizer`` steps, resuming from ``workdir`` if it holds a checkpoint.
 
   Args:
@@ -194,6 +241,12 @@ def train(model: nnx.Module, loss_fn: LossFn, train_data: Any, *, optimizer: opt
     trainable: an NNX filter selecting the variables to optimize (default: every ``nnx.Param``). Anything else,
       e.g. a frozen teacher or surrogate held by the model (``nnx.All(nnx.Param, nnx.Not(nnx.PathContains(
       "teacher")))``), is carried and checkpointed in ``rest`` but gets no gradient and no optimizer update.
+    mesh: data parallelism. Each batch is split over the mesh's ``'data'`` axis and the state replicated; the
+      partitioner then runs the step as one SPMD program whose gradient is the whole batch's, so the result
+      does not depend on the number of devices (up to float reduction order). ``batch_size`` must be a
+      multiple of that axis's size. Every host passes the same ``train_data`` (each one copies its devices'
+      rows). ``"auto"`` (default): every device when ``batch_size`` splits evenly over them (else the default
+      device, with a warning); None: the default device.
 
   Returns:
     :class:`TrainResult` with the model, the final :class:`TrainState`, a history of logged/evaluated metrics,
@@ -212,19 +265,24 @@ def train(model: nnx.Module, loss_fn: LossFn, train_data: Any, *, optimizer: opt
   if num_steps < 0:
     raise ValueError(f"num_steps must be >= 0, got {num_steps}.")
   train_data = jax.tree.map(np.asarray, train_data)
+  if isinstance(mesh, str):
+    if mesh != "auto":
+      raise ValueError(f"mesh must be a jax.sharding.Mesh, 'auto' or None, got {mesh!r}.")
+    mesh = _auto_mesh(batch_size, desc)
+  put_batch, put_state = _placement(mesh, batch_size)
 
   graphdef, params, rest = nnx.split(model, trainable, ...)
   data_key = jax.random.key_data(jax.random.key(seed)).astype(jnp.uint32)
   # Copies: the jitted step donates its input state, which must not invalidate the caller's module.
   params, rest = jax.tree.map(jnp.copy, (params, rest))
-  state = TrainState(jnp.zeros((), jnp.int32), params, rest, optimizer.init(params), data_key)
+  state = put_state(TrainState(jnp.zeros((), jnp.int32), params, rest, optimizer.init(params), data_key))
 
   manager = checkpoint_manager(os.path.join(workdir, "checkpoints"), keep=keep_checkpoints) if workdir else None
   resumed_from, stopped_early, history = None, False, []
   try:
     if manager is not None and manager.latest_step() is not None:
       resumed_from = int(manager.latest_step())
-      state = _restore(manager, resumed_from, state)
+      state = put_state(_restore(manager, resumed_from, state))
       logging.info("%s: resumed from checkpoint at step %d", desc, resumed_from)
     try:
       step_fn = _make_step(graphdef, loss_fn, optimizer, trainable)
@@ -237,7 +295,7 @@ def train(model: nnx.Module, loss_fn: LossFn, train_data: Any, *, optimizer: opt
                    dynamic_ncols=True) as bar:
       for t in range(start, num_steps):
         idx = batch_indices(key_host, t, num_examples, batch_size)
-        state, metrics = step_fn(state, jax.tree.map(lambda a: a[idx], train_data))
+        state, metrics = step_fn(state, put_batch(jax.tree.map(lambda a: a[idx], train_data)))
         buffer.append(metrics)
         done = t + 1
         bar.update(1)
