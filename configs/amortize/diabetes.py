@@ -1,0 +1,18 @@
+"""Error vs model evaluations on diabetes: per-example estimators, FastSHAP and stochastic amortization.
+
+Run (from the repository root, CPU):
+
+  python -m experiments.amortize --config=configs/amortize/diabetes.py --workdir=runs/amortize_diabetes
+
+Tiny version for tests: --config=configs/amortize/diabetes.py:smoke. Override any field, e.g.
+``--config.removal=surrogate`` (a misspelled field fails: the config is locked).
+"""
+
+import ml_collections
+
+from configs.amortize.base import base_config
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The diabetes study; ``arg='smoke'`` shrinks every budget."""
+  return base_config(("diabetes",), arg)
