@@ -282,7 +282,9 @@ def error_vs_evaluations(evaluations: dict[str, np.ndarray], errors: dict[str, n
     ax.plot(np.asarray(x), np.asarray(errors[name]), "o-", label=name)
   for name, level in (levels or {}).items():
     ax.axhline(level, ls="--", color="k", lw=1)
-    ax.annotate(name, (ax.get_xlim()[0], level), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    # x in axes fraction, y in data units: the label stays at the left edge whatever the final x limits are.
+    ax.annotate(name, (0.0, level), xycoords=ax.get_yaxis_transform(), textcoords="offset points", xytext=(4, 4),
+                fontsize=8)
   ax.set_xscale("log")
   ax.set_yscale("log")
   ax.set_xlabel(xlabel)
