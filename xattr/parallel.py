@@ -271,6 +271,12 @@ def explain_batch(explain_fn: Callable[[PyTree, jax.Array], PyTree], inputs: PyT
     axis_name: mesh axis to split inputs over.
     progress: show a progress bar over chunks when there is more than one (on process 0 only).
 
+  Note:
+    With fake CPU devices (``--xla_force_host_platform_device_count``) on a small machine, XLA:CPU can
+    deadlock in batched LAPACK calls (``jnp.linalg.solve``, Cholesky: KernelSHAP's solve) once a device holds
+    more than about 8 rows (seen with 4 fake devices on 2 cores, jax 0.10). Keep ``chunk_size`` at 8 rows per
+    device there; real devices are not affected.
+
   Returns:
     ``explain_fn``'s output pytree with a leading axis of n added to every leaf (jax.Arrays).
 
