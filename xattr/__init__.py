@@ -11,10 +11,10 @@ Example:
   [1.0, 2.0, 3.0]
 """
 
-from xattr import (amortize, attributions, banzhaf, chunked, evaluation, games, lime, loo, masks, noisy_labels,
-                   parallel, selection, shapley, valuation)
+from xattr import (amortize, attributions, banzhaf, chunked, evaluation, games, lime, locality, loo, masks,
+                   noisy_labels, outputs, parallel, selection, shapley, valuation)
 from xattr.estimate import Estimate
 
-__all__ = ["Estimate", "amortize", "attributions", "banzhaf", "chunked", "evaluation", "games", "lime", "loo", "masks",
-           "noisy_labels", "parallel", "selection", "shapley", "valuation"]
+__all__ = ["Estimate", "amortize", "attributions", "banzhaf", "chunked", "evaluation", "games", "lime", "locality", "loo",
+           "masks", "noisy_labels", "outputs", "parallel", "selection", "shapley", "valuation"]
 __version__ = "0.1.0"

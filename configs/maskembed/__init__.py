@@ -1,0 +1,1 @@
+"""Configs of experiments/maskembed.py."""
