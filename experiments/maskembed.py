@@ -128,23 +128,12 @@ def _probe_batch(graphdef: nnx.GraphDef, state: nnx.State, tokens: jax.Array) ->
   return jax.nn.sigmoid(nnx.merge(graphdef, state)(tokens))
 
 
-def _in_batches(fn, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-  """``fn`` over ``x`` in fixed-size batches (last one padded): one compiled program per (function, shape)."""
-  out = []
-  for start in range(0, len(x), batch_size):
-    chunk = x[start:start + batch_size]
-    pad = batch_size - len(chunk)
-    padded = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)]) if pad else chunk
-    out.append(np.asarray(fn(padded))[:len(chunk)])
-  return np.concatenate(out)
-
-
 def features(model: nnx.Module, depth: int, x: np.ndarray) -> np.ndarray:
   """Frozen tokens ``[N, T, D]`` at ``depth`` of a ViT, or of the student of a MaskEmbed/MIM model (same
   architecture, so every representation shares one compiled encoder)."""
   vit_model = model if isinstance(model, vit.ViT) else model.student
   graphdef, state = nnx.split(vit_model)
-  return _in_batches(lambda xb: _encode_batch(graphdef, depth, state, xb), x)
+  return predict_in_batches(lambda xb: _encode_batch(graphdef, depth, state, xb), x)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -228,7 +217,7 @@ def run_probe(config, ds, features: tuple[np.ndarray, np.ndarray], kind: str, nu
   _train(probe, probe_loss, {"t": train_x, "y": ds.patch_train.astype(np.float32)}, opt, workdir, f"probe {kind}",
          seed=seed + 300)
   graphdef, state = nnx.split(probe)
-  probs = _in_batches(lambda t: _probe_batch(graphdef, state, t), test_x)
+  probs = predict_in_batches(lambda t: _probe_batch(graphdef, state, t), test_x)
   metrics = locality.macro_scores(probs, ds.patch_test)
   np.savez_compressed(out_npz, probs=probs.astype(np.float16))
   with open(out_json, "w") as f:

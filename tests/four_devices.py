@@ -49,3 +49,24 @@ def compare_with_one_device(script: str, out_path: os.PathLike, compute: Callabl
   with np.load(out_path) as f:
     four = dict(f)
   return one, four
+
+
+def assert_arrays_same(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], label: str, *,
+                       rtol: float = 1e-5, atol: float = 1e-6, leading: int | None = None,
+                       leading_skip: str | None = None) -> None:
+  """Same keys and shapes; floats within (rtol, atol), integers and bools exactly equal.
+
+  Args:
+    leading: if given, every array's leading axis must have this size (one row per input)...
+    leading_skip: ...except the keys starting with this prefix.
+  """
+  assert sorted(actual) == sorted(expected), (label, sorted(actual), sorted(expected))
+  for k, e in expected.items():
+    a = actual[k]
+    assert a.shape == e.shape, (label, k, a.shape, e.shape)
+    if leading is not None and not (leading_skip and k.startswith(leading_skip)):
+      assert a.shape[0] == leading, (label, k, a.shape, leading)
+    if np.issubdtype(e.dtype, np.floating):
+      np.testing.assert_allclose(a, e, rtol=rtol, atol=atol, err_msg=f"{label}: {k}")
+    else:
+      np.testing.assert_array_equal(a, e, err_msg=f"{label}: {k}")

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xattr import games, noisy_labels
+from tests.four_devices import assert_arrays_same
 
 jax.config.update("jax_default_matmul_precision", "highest")     # as tests/conftest.py does for the parent
 
@@ -59,14 +60,7 @@ def compute(mesh: jax.sharding.Mesh, chunk_size: int = 4) -> dict[str, np.ndarra
 def assert_same(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], label: str) -> None:
   """Floats within 1e-5 (relative) / 1e-5 (absolute: LIME's solve differs by ~1e-6 between the layouts, labels
   themselves vary by ~1e-2 between keys); integers exactly equal."""
-  assert sorted(actual) == sorted(expected), (label, sorted(actual), sorted(expected))
-  for k in expected:
-    a, e = actual[k], expected[k]
-    assert a.shape == e.shape, (label, k, a.shape, e.shape)
-    if np.issubdtype(e.dtype, np.floating):
-      np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5, err_msg=f"{label}: {k}")
-    else:
-      np.testing.assert_array_equal(a, e, err_msg=f"{label}: {k}")
+  assert_arrays_same(actual, expected, label, atol=1e-5)
 
 
 def main(out_path: str) -> None:

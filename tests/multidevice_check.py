@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xattr import banzhaf, games, parallel, shapley
+from tests.four_devices import assert_arrays_same
 
 jax.config.update("jax_default_matmul_precision", "highest")     # as tests/conftest.py does for the parent
 
@@ -84,15 +85,7 @@ def explain_all(mesh: jax.sharding.Mesh, chunk_size: int | None = None,
 
 def assert_same(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], label: str) -> None:
   """Floats within rtol 1e-5 / atol 1e-6; integer and bool fields exactly equal."""
-  assert sorted(actual) == sorted(expected), (label, sorted(actual), sorted(expected))
-  for k in expected:
-    a, e = actual[k], expected[k]
-    assert a.shape == e.shape, (label, k, a.shape, e.shape)
-    assert a.shape[0] == NUM_INPUTS, (label, k, a.shape)
-    if np.issubdtype(e.dtype, np.floating):
-      np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6, err_msg=f"{label}: {k}")
-    else:
-      np.testing.assert_array_equal(a, e, err_msg=f"{label}: {k}")
+  assert_arrays_same(actual, expected, label, leading=NUM_INPUTS)
 
 
 def _expect_error(fn: Callable[[], object], *fragments: str) -> None:

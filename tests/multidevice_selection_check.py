@@ -23,6 +23,7 @@ from flax import nnx
 
 from xattr import parallel
 from xattr.selection import dime, gdfs, predictor, rollout
+from tests.four_devices import assert_arrays_same
 
 jax.config.update("jax_default_matmul_precision", "highest")     # as tests/conftest.py does for the parent
 
@@ -69,14 +70,7 @@ def rollouts(mesh: jax.sharding.Mesh | None) -> dict[str, np.ndarray]:
 
 def assert_same(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], label: str) -> None:
   """Selections exactly equal; logits and costs within float32 round-off."""
-  assert sorted(actual) == sorted(expected), (label, sorted(actual), sorted(expected))
-  for k in expected:
-    a, e = actual[k], expected[k]
-    assert a.shape == e.shape and a.shape[0] == NUM_INPUTS, (label, k, a.shape, e.shape)
-    if np.issubdtype(e.dtype, np.floating):
-      np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6, err_msg=f"{label}: {k}")
-    else:
-      np.testing.assert_array_equal(a, e, err_msg=f"{label}: {k}")
+  assert_arrays_same(actual, expected, label, leading=NUM_INPUTS)
 
 
 def main(out_path: str) -> None:

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from xattr.valuation import samplers, utility
+from tests.four_devices import assert_arrays_same
 
 jax.config.update("jax_default_matmul_precision", "highest")     # as tests/conftest.py does for the parent
 
@@ -45,14 +46,7 @@ def compute(mesh: jax.sharding.Mesh, chunk_size: int = 8) -> dict[str, np.ndarra
 
 def assert_same(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], label: str) -> None:
   """Floats within 1e-5 (relative) / 1e-6 (absolute); integers exactly equal."""
-  assert sorted(actual) == sorted(expected), (label, sorted(actual), sorted(expected))
-  for k in expected:
-    a, e = actual[k], expected[k]
-    assert a.shape == e.shape, (label, k, a.shape, e.shape)
-    if np.issubdtype(e.dtype, np.floating):
-      np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6, err_msg=f"{label}: {k}")
-    else:
-      np.testing.assert_array_equal(a, e, err_msg=f"{label}: {k}")
+  assert_arrays_same(actual, expected, label)
 
 
 def main(out_path: str) -> None:

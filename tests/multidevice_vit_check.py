@@ -25,6 +25,7 @@ from flax import nnx
 from experiments import vit_shapley
 from xattr import amortize, games, parallel, shapley, training
 from xattr.models import heads, vit
+from tests.four_devices import assert_arrays_same
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
@@ -91,14 +92,7 @@ def compute(mesh: jax.sharding.Mesh) -> dict[str, np.ndarray]:
 
 
 def assert_same(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], label: str) -> None:
-  assert sorted(actual) == sorted(expected), (label, sorted(actual), sorted(expected))
-  for k, e in expected.items():
-    a = actual[k]
-    assert a.shape == e.shape and (k.startswith("train/") or a.shape[0] == NUM_IMAGES), (label, k, a.shape, e.shape)
-    if np.issubdtype(e.dtype, np.floating):
-      np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6, err_msg=f"{label}: {k}")
-    else:
-      np.testing.assert_array_equal(a, e, err_msg=f"{label}: {k}")
+  assert_arrays_same(actual, expected, label, leading=NUM_IMAGES, leading_skip="train/")
 
 
 def main(out_path: str) -> None:
