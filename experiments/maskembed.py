@@ -12,7 +12,7 @@ restored, not redone, so a killed run resumes):
   2. ``maskembed``: MaskEmbed alignment of a copy of the backbone (:mod:`xattr.locality`): frozen teacher on
      pixel-masked images, student run once per image, decoder on masked student tokens; AdamW (0.9, 0.95), weight
      decay 0.01, clipping at 1.0, warmup + cosine to lr/10, gradient accumulation (``optax.MultiSteps``), data
-     parallel over all devices (batch sharded inside the step, parameters replicated).
+     parallel over all devices (``training.train(mesh=...)``: batch split, parameters replicated).
   3. ``mim``: the baseline: a copy of the backbone post-trained with masked patch pixel regression
      (config.mim; one mask per image, no teacher, so a step is cheaper than a MaskEmbed step).
   4. ``probes``: for each representation (backbone before alignment, after MaskEmbed, after MIM; all read at the
@@ -73,28 +73,23 @@ def _optimizer(updates: int, warmup: int, lr: float, final_fraction: float, clip
 
 
 def _train(model: nnx.Module, loss_fn, data: dict[str, np.ndarray], opt: ml_collections.ConfigDict, workdir: str,
-           desc: str, *, seed: int, eval_fn=None, trainable: Any = nnx.Param) -> training.TrainResult:
-  """``training.train`` with ``opt.num_steps`` optimizer updates of ``opt.accumulate`` micro-batches each."""
+           desc: str, *, seed: int, eval_fn=None, trainable: Any = nnx.Param,
+           mesh: jax.sharding.Mesh | str | None = "auto") -> training.TrainResult:
+  """``training.train`` with ``opt.num_steps`` optimizer updates of ``opt.accumulate`` micro-batches each, data-
+  parallel over ``mesh``."""
   k = int(opt.get("accumulate", 1))
   return training.train(model, loss_fn, data, optimizer=make_optimizer(opt), num_steps=opt.num_steps * k,
                         batch_size=opt.batch_size, seed=seed, workdir=workdir,
                         checkpoint_every=opt.checkpoint_every * k, eval_fn=eval_fn, eval_every=None,
-                        log_every=min(opt.log_every * k, opt.num_steps * k), desc=desc, trainable=trainable)
+                        log_every=min(opt.log_every * k, opt.num_steps * k), desc=desc, trainable=trainable,
+                        mesh=mesh)
 
 
-def replicate(model: nnx.Module, mesh: jax.sharding.Mesh) -> None:
-  """Places every variable of ``model`` on all devices of ``mesh`` (data parallelism: replicated parameters)."""
-  if mesh.size > 1:
-    nnx.update(model, jax.device_put(nnx.state(model), parallel.replicated(mesh)))
-
-
-def maskembed_loss_fn(mesh: jax.sharding.Mesh | None):
-  """``loss_fn(model, batch)`` for :func:`training.train` on a :class:`locality.MaskEmbed` or :class:`locality.MIM`:
-  the batch is sharded over ``mesh`` inside the step and the masks come from the model's RNG stream (the same
-  masks for any device count)."""
-  def loss_fn(m, batch):
-    return m.loss(locality.constrain_batch(batch["x"], mesh), m.rngs.masks())
-  return loss_fn
+def masked_model_loss(m: locality.MaskEmbed | locality.MIM,
+                      batch: dict[str, jax.Array]) -> tuple[jax.Array, dict]:
+  """``loss_fn(model, batch)`` for :func:`training.train` on a :class:`locality.MaskEmbed` or :class:`locality.MIM`;
+  the masks come from the model's RNG stream (the same masks for any device count)."""
+  return m.loss(batch["x"], m.rngs.masks())
 
 
 def load_data(config: ml_collections.ConfigDict) -> mosaic.MosaicDataset:
@@ -146,10 +141,9 @@ def train_backbone(config, ds, cfg: vit.ViTConfig, workdir: str, seed: int, mesh
   if config.model.init_from:
     from experiments.vit_shapley import init_from_pretrained
     init_from_pretrained(model, config.model.init_from)
-  replicate(model, mesh)
 
   def loss_fn(m, batch):
-    logits = m(locality.constrain_batch(batch["x"], mesh))
+    logits = m(batch["x"])
     loss = optax.sigmoid_binary_cross_entropy(logits, batch["y"]).mean()
     return loss, {"accuracy": jnp.mean((logits > 0) == (batch["y"] > 0.5))}
 
@@ -159,7 +153,7 @@ def train_backbone(config, ds, cfg: vit.ViTConfig, workdir: str, seed: int, mesh
     return {"test_image_f1": locality.macro_scores((logits > 0)[:, None], ds.y_test[:, None])["macro_f1"]}
 
   _train(model, loss_fn, {"x": ds.x_train, "y": ds.y_train.astype(np.float32)}, config.backbone,
-         os.path.join(workdir, "backbone"), "backbone", seed=seed, eval_fn=eval_fn)
+         os.path.join(workdir, "backbone"), "backbone", seed=seed, eval_fn=eval_fn, mesh=mesh)
   return model
 
 
@@ -171,15 +165,14 @@ def train_maskembed(config, ds, backbone: vit.ViT, workdir: str, seed: int, mesh
   model = locality.MaskEmbed(backbone, depth=depth, decoder_depth=a.decoder_depth, scheme=a.scheme,
                              antithetic=a.antithetic, include_full=a.include_full, scale=scale, seed=seed + 100,
                              rngs=nnx.Rngs(seed + 101))
-  replicate(model, mesh)
   val_x, val_key = ds.x_test[:a.num_validation], jax.random.key(seed + 102)
   val_loss = nnx.jit(lambda m, x, k: m.loss(x, k)[1])
 
   def eval_fn(m, step):
     return {f"val_{k}": float(v) for k, v in val_loss(m, val_x, val_key).items()}
 
-  _train(model, maskembed_loss_fn(mesh), {"x": ds.x_train}, a, os.path.join(workdir, "maskembed"), "maskembed",
-         seed=seed + 100, eval_fn=eval_fn if a.num_validation else None, trainable=locality.TRAINABLE)
+  _train(model, masked_model_loss, {"x": ds.x_train}, a, os.path.join(workdir, "maskembed"), "maskembed",
+         seed=seed + 100, eval_fn=eval_fn if a.num_validation else None, trainable=locality.TRAINABLE, mesh=mesh)
   return model
 
 
@@ -189,9 +182,8 @@ def train_mim(config, ds, backbone: vit.ViT, workdir: str, seed: int, mesh) -> l
   depth = backbone.config.depth - 1 if a.depth is None else a.depth
   model = locality.MIM(backbone, depth=depth, decoder_depth=a.decoder_depth, seed=seed + 200,
                        rngs=nnx.Rngs(seed + 201))
-  replicate(model, mesh)
-  _train(model, maskembed_loss_fn(mesh), {"x": ds.x_train}, a, os.path.join(workdir, "mim"), "mim",
-         seed=seed + 200, trainable=locality.TRAINABLE)
+  _train(model, masked_model_loss, {"x": ds.x_train}, a, os.path.join(workdir, "mim"), "mim",
+         seed=seed + 200, trainable=locality.TRAINABLE, mesh=mesh)
   return model
 
 

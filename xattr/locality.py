@@ -56,7 +56,7 @@ from xattr.models import vit
 __all__ = [
     "SCHEMES", "blockwise", "sample_masks", "pixel_mask", "decoder_inputs", "teacher_targets", "maskembed_loss",
     "Decoder", "TargetScale", "MaskEmbed", "TRAINABLE", "target_scale", "mim_loss", "MIM", "PatchProbe",
-    "macro_scores", "constrain_batch",
+    "macro_scores",
 ]
 
 SCHEMES = ("uniform", "bernoulli", "blockwise")
@@ -443,17 +443,3 @@ def macro_scores(scores: np.ndarray, labels: np.ndarray, threshold: float = 0.5)
   return {"macro_precision": float(precision[present].mean()), "macro_recall": float(recall[present].mean()),
           "macro_f1": float(f1[present].mean())}
 
-
-def constrain_batch(x: jax.Array, mesh: jax.sharding.Mesh | None, axis_name: str = "data") -> jax.Array:
-  """Inside jit: shard the leading axis of ``x`` over ``mesh`` (no-op for None or a 1-device mesh).
-
-  With the parameters replicated, XLA's partitioner then runs the student, teacher and decoder data-parallel and
-  all-reduces the gradients; the loss is the same for any device count.
-
-  Example:
-    >>> constrain_batch(jnp.ones((4, 2)), None).shape
-    (4, 2)
-  """
-  if mesh is None or mesh.size == 1:
-    return x
-  return jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis_name)))
