@@ -56,29 +56,17 @@ SHAPLEY_METHODS = ("kernel_shap", "permutation")
 # Data, model and game
 # ---------------------------------------------------------------------------------------------------------------
 
-@dataclasses.dataclass(frozen=True)
-class Tabular:
-  """A standardized tabular train/test split (regression targets standardized too)."""
-
-  name: str
-  task: str
-  x_train: np.ndarray
-  y_train: np.ndarray
-  x_test: np.ndarray
-  y_test: np.ndarray
-  feature_names: tuple[str, ...]
-  class_names: tuple[str, ...]
-
-  @property
-  def num_features(self) -> int:
-    return self.x_train.shape[1]
-
-  @property
-  def num_outputs(self) -> int:
-    return len(self.class_names)
+def num_outputs(ds: data.Dataset) -> int:
+  """Model outputs: one per class, or a single prediction for regression."""
+  return ds.num_classes or 1
 
 
-def _load_tfds(t: ml_collections.ConfigDict, seed: int, test_fraction: float) -> Tabular:
+def output_names(ds: data.Dataset) -> tuple[str, ...]:
+  """Names of the model outputs (saved with explainers): the class names, or ``('prediction',)``."""
+  return ds.class_names or ("prediction",)
+
+
+def _load_tfds(t: ml_collections.ConfigDict, seed: int, test_fraction: float) -> data.Dataset:
   """A TFDS tabular dataset (vector feature + class label) read with ``tfds.data_source`` (TF-free, no download)."""
   import tensorflow_datasets as tfds          # heavy import, only on this path
 
@@ -98,34 +86,34 @@ def _load_tfds(t: ml_collections.ConfigDict, seed: int, test_fraction: float) ->
   scale = np.where(scale > 0, scale, 1.0)
   std = lambda a: ((a - mean) / scale).astype(np.float32)
   names = tuple(getattr(label, "names", None) or map(str, range(label.num_classes)))
-  return Tabular(t.name, "classification", std(x[tr]), y[tr], std(x[te]), y[te],
-                 tuple(f"x{i}" for i in range(x.shape[1])), names)
+  return data.Dataset(t.name, "classification", std(x[tr]), y[tr], std(x[te]), y[te],
+                      tuple(f"x{i}" for i in range(x.shape[1])), names, mean, scale)
 
 
-def load_tabular(config: ml_collections.ConfigDict, dataset: str) -> Tabular:
-  """``config.source='embedded'``: a bundled scikit-learn dataset; ``'tfds'``: ``config.tfds``."""
+def load_tabular(config: ml_collections.ConfigDict, dataset: str) -> data.Dataset:
+  """``config.source='embedded'``: a bundled scikit-learn dataset (regression targets standardized too);
+  ``'tfds'``: ``config.tfds``."""
   if config.source == "tfds":
     return _load_tfds(config.tfds, config.seed, config.test_fraction)
   if config.source != "embedded":
     raise ValueError(f"config.source must be 'embedded' or 'tfds', got {config.source!r}.")
   ds = data.load_embedded(dataset, seed=config.seed, test_fraction=config.test_fraction)
   if ds.task == "classification":
-    return Tabular(ds.name, ds.task, ds.x_train, ds.y_train, ds.x_test, ds.y_test, ds.feature_names, ds.class_names)
+    return ds
   mu, sd = ds.y_train.mean(), ds.y_train.std()
-  return Tabular(ds.name, ds.task, ds.x_train, (ds.y_train - mu) / sd, ds.x_test, (ds.y_test - mu) / sd,
-                 ds.feature_names, ("prediction",))
+  return dataclasses.replace(ds, y_train=(ds.y_train - mu) / sd, y_test=(ds.y_test - mu) / sd)
 
 
 def _optimizer(lr: float, num_steps: int, weight_decay: float) -> optax.GradientTransformation:
   return optax.adamw(optax.cosine_decay_schedule(lr, max(int(num_steps), 1)), weight_decay=weight_decay)
 
 
-def train_model(config: ml_collections.ConfigDict, ds: Tabular, workdir: str,
+def train_model(config: ml_collections.ConfigDict, ds: data.Dataset, workdir: str,
                 ) -> tuple[nnx.Module, dict[str, Any], float]:
   """The MLP to explain (cross-entropy, or MSE on the standardized target); returns it, its spec and its held-out
   accuracy (R^2 for regression)."""
   m = config.model
-  spec = dict(kind="mlp", in_features=ds.num_features, hidden_sizes=list(m.hidden_sizes), out_features=ds.num_outputs,
+  spec = dict(kind="mlp", in_features=ds.num_features, hidden_sizes=list(m.hidden_sizes), out_features=num_outputs(ds),
               activation=m.activation)
   model = amortize.build_module(spec, seed=config.seed)
   classification = ds.task == "classification"
@@ -155,11 +143,11 @@ class _WithRngs(nnx.Module):
     self.rngs = nnx.Rngs(masks=seed)
 
 
-def train_surrogate(config: ml_collections.ConfigDict, ds: Tabular, model: nnx.Module, post: str,
+def train_surrogate(config: ml_collections.ConfigDict, ds: data.Dataset, model: nnx.Module, post: str,
                     workdir: str) -> tuple[nnx.Module, dict[str, Any]]:
   """Masked MLP on [x * m, m] matching the model under uniform-cardinality masks (KL; MSE for regression)."""
   s = config.surrogate
-  d, k = ds.num_features, ds.num_outputs
+  d, k = ds.num_features, num_outputs(ds)
   spec = dict(kind="masked_mlp", num_features=d, out_features=k, hidden_sizes=list(s.hidden_sizes),
               activation=config.model.activation)
   wrapper = _WithRngs(amortize.build_module(spec, seed=config.seed + 1), config.seed + 2)
@@ -194,7 +182,7 @@ class Game:
   game_of_x: Callable[[jax.Array], Callable[[jax.Array], jax.Array]]
 
 
-def build_game(config: ml_collections.ConfigDict, ds: Tabular, workdir: str) -> tuple[Game, float]:
+def build_game(config: ml_collections.ConfigDict, ds: data.Dataset, workdir: str) -> tuple[Game, float]:
   """Trains the model (and surrogate) and returns the game with the model's held-out accuracy / R^2."""
   model, model_spec, metric = train_model(config, ds, workdir)
   post = "softmax" if ds.task == "classification" else "identity"
@@ -302,9 +290,9 @@ def _regression_raw(model, batch):
   return amortize.regression_loss(model(batch["x"]), batch["labels"], scale=batch["scale"][:, None, None]), {}
 
 
-def explainer_spec(config: ml_collections.ConfigDict, ds: Tabular) -> dict[str, Any]:
+def explainer_spec(config: ml_collections.ConfigDict, ds: data.Dataset) -> dict[str, Any]:
   return dict(kind="mlp_explainer", num_features=ds.num_features, hidden_sizes=list(config.explainer.hidden_sizes),
-              num_classes=ds.num_outputs, activation=config.explainer.activation)
+              num_classes=num_outputs(ds), activation=config.explainer.activation)
 
 
 def grand_null(game: Game, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -313,7 +301,7 @@ def grand_null(game: Game, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return np.asarray(game.value_fn(xj, ones)), np.asarray(game.value_fn(xj[:1], ~ones[:1]))[0]
 
 
-def train_stochastic(config: ml_collections.ConfigDict, ds: Tabular, game: Game,
+def train_stochastic(config: ml_collections.ConfigDict, ds: data.Dataset, game: Game,
                      get_labels: Callable[[int], np.ndarray], label_epochs: int, normalize: bool, workdir: str,
                      optimizer: optax.GradientTransformation, desc: str) -> nnx.Module:
   """Regression of an MLP explainer onto (noisy) labels of the training inputs, ``get_labels(epoch)`` for each of
@@ -334,12 +322,12 @@ def train_stochastic(config: ml_collections.ConfigDict, ds: Tabular, game: Game,
   return explainer
 
 
-def train_fastshap(config: ml_collections.ConfigDict, ds: Tabular, game: Game, workdir: str,
+def train_fastshap(config: ml_collections.ConfigDict, ds: data.Dataset, game: Game, workdir: str,
                    evaluate: Callable[[nnx.Module, int], dict[str, float]]) -> tuple[nnx.Module, list[dict]]:
   """FastSHAP: the explainer trained with the FastSHAP loss on ``num_samples`` paired Shapley-kernel masks per input;
   ``evaluate`` is called every ``eval_every`` steps (the error-vs-cost curve)."""
   f = config.fastshap
-  d, k = ds.num_features, ds.num_outputs
+  d, k = ds.num_features, num_outputs(ds)
   wrapper = _WithRngs(amortize.build_module(explainer_spec(config, ds), seed=config.seed + 4), config.seed + 5)
   grand, null = grand_null(game, ds.x_train)
   value_fn, s = game.value_fn, f.num_samples
@@ -504,7 +492,7 @@ def run_dataset(config: ml_collections.ConfigDict, dataset: str, workdir: str) -
   """Every stage for one dataset; returns its summary (rows of the table) and writes its plots."""
   os.makedirs(workdir, exist_ok=True)
   ds = load_tabular(config, dataset)
-  d, k = ds.num_features, ds.num_outputs
+  d, k = ds.num_features, num_outputs(ds)
   game, metric = build_game(config, ds, workdir)
   mesh = parallel.make_mesh()
   x_test = ds.x_test[:config.num_test] if config.num_test else ds.x_test
@@ -552,7 +540,7 @@ def run_dataset(config: ml_collections.ConfigDict, dataset: str, workdir: str) -
     amortize.save(os.path.join(explainer_dir, name), module, explainer_spec(config, ds), game=game.spec,
                   game_model=game.model, game_model_spec=game.model_spec, normalize=normalize,
                   metadata=dict(method="stochastic_amortization", labels=method, budget=budget, dataset=ds.name,
-                                feature_names=list(ds.feature_names), class_names=list(ds.class_names)))
+                                feature_names=list(ds.feature_names), class_names=list(output_names(ds))))
 
   if config.exact_floor and d <= config.truth.max_exact_players:
     # The same regression onto EXACT Shapley labels (2^d evaluations each): the error no noisy-label explainer of
@@ -582,7 +570,7 @@ def run_dataset(config: ml_collections.ConfigDict, dataset: str, workdir: str) -
     amortize.save(os.path.join(explainer_dir, "fastshap"), module, explainer_spec(config, ds), game=game.spec,
                   game_model=game.model, game_model_spec=game.model_spec, normalize=True,
                   metadata=dict(method="fastshap", dataset=ds.name, feature_names=list(ds.feature_names),
-                                class_names=list(ds.class_names)))
+                                class_names=list(output_names(ds))))
 
   for r in rows:
     if r["kind"] != "per-example":

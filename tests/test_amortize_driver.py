@@ -75,11 +75,11 @@ def test_regression_and_tfds_data_paths():
   import tensorflow_datasets as tfds
 
   ds = driver.load_tabular(diabetes.get_config("smoke"), "diabetes")
-  assert ds.task == "regression" and ds.num_outputs == 1 and abs(float(ds.y_train.mean())) < 1e-5
+  assert ds.task == "regression" and driver.num_outputs(ds) == 1 and abs(float(ds.y_train.mean())) < 1e-5
   config = tfds_config.get_config("smoke")
   with tfds.testing.mock_data(num_examples=30, policy=tfds.testing.MockPolicy.USE_CODE):
     ds = driver.load_tabular(config, "tfds")
-  assert ds.x_train.shape == (24, 4) and ds.x_test.shape == (6, 4) and ds.num_outputs == 3
+  assert ds.x_train.shape == (24, 4) and ds.x_test.shape == (6, 4) and driver.num_outputs(ds) == 3
   np.testing.assert_allclose(ds.x_train.mean(0), 0, atol=1e-5)
 
 
