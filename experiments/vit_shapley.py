@@ -269,10 +269,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   return metrics
 
 
-def _run_and_report(config: ml_collections.ConfigDict, workdir: str) -> None:
-  run(config, workdir)
-
-
 if __name__ == "__main__":
-  cli.main(_run_and_report, config_example="configs/vit_shapley/digits.py",
+  cli.main(run, config_example="configs/vit_shapley/digits.py",
            workdir_help="Directory for checkpoints, results, plots and the report.")
