@@ -4,17 +4,17 @@
   python -m experiments.fastshap --config=configs/fastshap/breast_cancer.py --workdir=runs/fastshap
   python -m experiments.fastshap --config=configs/fastshap/digits.py --workdir=runs/fastshap_digits     # images
 
-Tabular data (``config.modality='tabular'``) runs the shared pipeline of :mod:`experiments.amortize` restricted to
-FastSHAP: the MLP to explain (and optionally a masked-MLP surrogate), Shapley ground truth on held-out inputs
-(exact enumeration when d <= 16, else KernelSHAP with a large budget), per-example KernelSHAP at several budgets
-for comparison, then an MLP explainer trained with the FastSHAP loss (paired Shapley-kernel masks, additive
+Tabular data (``config.modality='tabular'``) runs the amortization study (:func:`xattr.amortization.run`)
+restricted to FastSHAP: the MLP to explain (and optionally a masked-MLP surrogate), Shapley ground truth on held-out
+inputs (exact enumeration when d <= 16, else KernelSHAP with a large budget), per-example KernelSHAP at several
+budgets for comparison, then an MLP explainer trained with the FastSHAP loss (paired Shapley-kernel masks, additive
 efficient normalization, every class at once), evaluated along training. The trained explainer is saved in
 ``workdir/<dataset>/explainers/fastshap`` (Orbax + ``architecture.json``): ``xattr.amortize.load(path)(x)``
 explains new inputs in one forward pass.
 
-Images (``config.modality='images'``) delegate to :mod:`experiments.vit_shapley`, the masked-ViT FastSHAP
-pipeline (classifier -> surrogate -> ViT explainer -> evaluation; digits by default, TFDS as an option) with
-``config.vit`` as its config.
+Images (``config.modality='images'``) run the masked-ViT FastSHAP pipeline :func:`xattr.vit_shapley.run_pipeline`
+(classifier -> surrogate -> ViT explainer -> evaluation; digits by default, TFDS as an option) with ``config.vit``
+as its config.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any
 
 import ml_collections
 
-from experiments import amortize as amortize_driver
 from experiments import cli
+from xattr import amortization
 
 
 def explainer_path(workdir: str, dataset: str) -> str:
@@ -37,13 +37,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Tabular: FastSHAP on every dataset of the config (returns the summaries and explainer paths); images: the
   ViT Shapley pipeline's metrics."""
   if config.modality == "images":
-    from experiments import vit_shapley       # heavy (ViT) imports only on this path
-    return vit_shapley.run(config.vit, workdir)
+    from xattr import vit_shapley       # heavy (ViT) imports only on this path
+    return vit_shapley.run_pipeline(config.vit, workdir)
   if config.modality != "tabular":
     raise ValueError(f"config.modality must be 'tabular' or 'images', got {config.modality!r}.")
   if not config.fastshap.num_steps:
-    raise ValueError("config.fastshap.num_steps must be > 0 for the FastSHAP driver.")
-  out = amortize_driver.run(config, workdir)
+    raise ValueError(f"config.fastshap.num_steps must be > 0 for the FastSHAP driver, got {config.fastshap.num_steps}.")
+  out = amortization.run(config, workdir)
   out["explainers"] = {name: explainer_path(workdir, name) for name in out["summaries"]}
   return out
 
@@ -56,7 +56,7 @@ def _run_and_report(config: ml_collections.ConfigDict, workdir: str) -> None:
   for name, s in out["summaries"].items():
     fs = [r for r in s["rows"] if r["kind"] == "FastSHAP"][-1]
     print(f"{name}: FastSHAP mae={fs['mae']:.4g} at {fs['evals']:.0f} evals/input, "
-          f"speedup_vs_kernel_shap={amortize_driver._BOUND[fs['bound']]}{fs['speedup']:.2f}x; explainer: "
+          f"speedup_vs_kernel_shap={amortization.bound_text(fs['bound'])}{fs['speedup']:.2f}x; explainer: "
           f"{out['explainers'][name]}")
   print(f"report: {out['paths']['report']}")
 

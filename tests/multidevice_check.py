@@ -79,7 +79,7 @@ def explain_all(mesh: jax.sharding.Mesh, chunk_size: int | None = None,
     fn = CASES[name]
     est = parallel.explain_batch(fn, INPUTS, KEY, mesh=mesh, chunk_size=chunk_size, progress=False)
     for field, value in est._asdict().items():
-      out[f"{name}/{field}"] = np.asarray(value)
+      out[f"{name}/{field}"] = parallel.to_host(value)
   return out
 
 

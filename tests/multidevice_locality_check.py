@@ -5,8 +5,8 @@ Run by ``tests/test_locality.py::test_maskembed_step_on_four_devices_matches_one
   XLA_FLAGS=--xla_force_host_platform_device_count=4 JAX_PLATFORMS=cpu \
     python tests/multidevice_locality_check.py OUT.npz
 
-It trains a MaskEmbed student + decoder for a few steps with the driver's loss through
-``training.train(mesh=...)`` (batch split over the mesh, parameters replicated), on 4 devices, and writes the
+It trains a MaskEmbed student + decoder for a few steps with the study's loss (``maskembed.masked_model_loss``)
+through ``training.train(mesh=...)`` (batch split over the mesh, parameters replicated), on 4 devices, and writes the
 losses and parameters for the parent to compare with its own 1-device run (the parent computes it meanwhile, so
 the check costs one extra run, not two).
 """
@@ -16,15 +16,14 @@ from __future__ import annotations
 import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))   # the experiments package (repo root)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))   # the repository root (xattr, tests)
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from experiments import maskembed  # noqa: E402
-from xattr import locality, parallel, training  # noqa: E402
+from xattr import locality, maskembed, parallel, training  # noqa: E402
 from xattr.models import vit  # noqa: E402
 from tests.four_devices import assert_arrays_same  # noqa: E402
 

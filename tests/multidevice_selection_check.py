@@ -64,7 +64,7 @@ def rollouts(mesh: jax.sharding.Mesh | None) -> dict[str, np.ndarray]:
     else:
       result = rollout.greedy_sharded(predict, score, params, X, num_players=D, num_steps=STEPS, mesh=mesh, **rules)
     for field, value in result._asdict().items():
-      out[f"{name}/{field}"] = np.asarray(value)
+      out[f"{name}/{field}"] = parallel.to_host(value)
   return out
 
 

@@ -22,8 +22,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from experiments import vit_shapley
-from xattr import amortize, games, parallel, shapley, training
+from xattr import amortize, games, parallel, shapley, training, vit_shapley
 from xattr.models import heads, vit
 from tests.four_devices import assert_arrays_same
 
@@ -92,7 +91,9 @@ def compute(mesh: jax.sharding.Mesh) -> dict[str, np.ndarray]:
 
 
 def assert_same(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], label: str) -> None:
-  assert_arrays_same(actual, expected, label, leading=NUM_IMAGES, leading_skip="train/")
+  # atol 1e-5 on values of order 0.1: a KernelSHAP solve over ViT outputs summed in another order per device count
+  # moves single entries by ~1e-6 (seen on CI); a sharding bug moves them by the values' own size.
+  assert_arrays_same(actual, expected, label, atol=1e-5, leading=NUM_IMAGES, leading_skip="train/")
 
 
 def main(out_path: str) -> None:

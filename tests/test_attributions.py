@@ -256,3 +256,17 @@ def test_bad_arguments_raise_clear_errors():
   with pytest.raises(ValueError, match="num_samples=8 is too few"):
     attributions.kernel_shap_matched(lambda m: m.sum(1).astype(jnp.float32), 8, KEY, num_evals=10,
                                      batch_size=8)
+
+
+def test_vanilla_gradients_on_linear_model_and_under_vmap():
+  for t in range(3):
+    w = W[:, t].reshape(4, 4, 3)
+    np.testing.assert_allclose(attributions.vanilla_gradients(linear_logits, IMAGE, t), jnp.abs(w), rtol=1e-6)
+    np.testing.assert_allclose(attributions.vanilla_gradients(linear_logits, IMAGE, t, absolute=False), w,
+                               rtol=1e-6)
+  images = RNG.uniform(size=(2, 4, 4, 3)).astype(np.float32)
+  got = jax.jit(jax.vmap(lambda x, t: attributions.vanilla_gradients(mlp_logits, x, t, players=2)))(
+      images, jnp.array([0, 2]))
+  for i, t in enumerate((0, 2)):
+    grad = jax.grad(lambda x: mlp_logits(x[None])[0, t])(jnp.asarray(images[i]))
+    np.testing.assert_allclose(got[i], patch_sums(jnp.abs(grad), 2), rtol=1e-5, atol=1e-6)

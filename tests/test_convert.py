@@ -311,3 +311,25 @@ def test_cli_converts_to_orbax(tmp_path):
   check_against_reference(restored, prm)
   bf16 = convert.load_checkpoint(directory, dtype=jnp.bfloat16)
   assert bf16.config.dtype == jnp.bfloat16 and bf16.blocks[0].attn.qkv_kernel[...].dtype == jnp.float32
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Initialising a model for new classes from pretrained weights (moved here from the ViT Shapley driver's tests).
+
+def test_init_from_pretrained(tmp_path):
+  from flax import nnx
+
+  source = vit.ViT(vit.config("nano/8", image_size=32, num_channels=1, num_classes=5), rngs=nnx.Rngs(1))
+  convert.save_timm(source, tmp_path / "model.safetensors")
+  convert.save_checkpoint(source, tmp_path / "converted")
+  for path in (tmp_path / "model.safetensors", tmp_path / "converted"):
+    model = vit.ViT(vit.config("nano/8", image_size=32, num_channels=1, num_classes=10), rngs=nnx.Rngs(0))
+    convert.init_from_pretrained(model, str(path))
+    got, want = convert.model_params(model), convert.model_params(source)
+    for name, value in want.items():
+      if not name.startswith("head/"):
+        np.testing.assert_allclose(got[name], value, atol=1e-6, err_msg=name)
+    assert got["head/kernel"].shape == (32, 10)                       # a fresh head for the new classes
+  wrong = vit.ViT(vit.config("mu/8", image_size=32, num_channels=1, num_classes=10), rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="does not fit"):
+    convert.init_from_pretrained(wrong, str(tmp_path / "model.safetensors"))

@@ -97,7 +97,7 @@ def test_all_prefixes_in_one_game_call():
   assert calls == [(14, 6)]
   calls.clear()
   ins, dele = evaluation.insertion_deletion_auc(game, jnp.arange(6.0), batch_size=4)
-  assert calls == [(4, 6)]                        # traced once inside lax.map over 4 chunks
+  assert calls == [(4, 6), (2, 6)]                # 14 rows: lax.map traces one chunk of 4 (x3), then the rest
   # v = |z|: both curves are the diagonal / anti-diagonal, area 1/2 times d.
   np.testing.assert_allclose([ins, dele], [3.0, 3.0], atol=1e-6)
 

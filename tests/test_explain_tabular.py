@@ -77,12 +77,6 @@ def test_config():
     breast_cancer.get_config("tiny")
 
 
-def test_error_metrics():
-  exact = np.array([[1.0, -1.0], [2.0, 0.5]])
-  m = explain_tabular.error_metrics(exact + 0.1, np.full_like(exact, 0.1), exact)
-  assert m["mae"] == pytest.approx(0.1) and m["within_2std"] == 1.0 and m["correlation"] > 0.99
-
-
 def test_plots_validate(tmp_path):
   with pytest.raises(ValueError, match="feature_names"):
     plots.bar_plot(np.ones((3, 2)), ["a"], str(tmp_path / "b.png"))

@@ -7,6 +7,7 @@ import pytest
 
 from configs.maskembed import mosaic as mosaic_config
 from experiments import maskembed
+from xattr.maskembed import BACKBONES, LABELS
 
 pytestmark = pytest.mark.slow
 
@@ -25,11 +26,11 @@ def test_outputs(smoke):
   for stage in ("backbone", "maskembed", "mim"):
     assert os.listdir(os.path.join(workdir, "seed_0", stage, "checkpoints")), stage
   report = open(os.path.join(workdir, "report.md")).read()
-  for label in maskembed.LABELS.values():
+  for label in LABELS.values():
     for kind in config.probes.kinds:
       assert f"| {label} | {kind} |" in report, (label, kind)
   saved = json.load(open(os.path.join(workdir, "metrics.json")))
-  for name in maskembed.BACKBONES:
+  for name in BACKBONES:
     for kind in config.probes.kinds:
       scores = saved["results"]["0"][name][kind]
       assert 0.0 <= scores["macro_f1"] <= 1.0 and 0.0 <= scores["macro_recall"] <= 1.0, (name, kind, scores)

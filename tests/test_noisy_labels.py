@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import table_game
-from xattr import games, noisy_labels, shapley
+from xattr import games, methods, noisy_labels, shapley
+from xattr.estimate import Estimate
 
 
 def _game_of_x(x):
@@ -39,6 +40,29 @@ def test_kernel_shap_switches_to_the_unbiased_estimator_on_small_budgets():
     noisy_labels.estimator_kwargs("kernel_shap", 5, 3)
 
 
+def test_a_newly_registered_method_makes_labels():
+  """One registration (a game method with a budget rule) is all noisy_labels needs: labels, costs, caching."""
+  @methods.register("first_coalitions", target="shapley", budget=lambda d, b: dict(num_samples=b),
+                    evaluations=lambda d, s: int(s["num_samples"]) + 1, replace=True)
+  def first_coalitions(problem, key, *, num_samples: int, batch_size: int = 512):
+    del key, batch_size
+    z = jnp.eye(problem.num_players, dtype=bool)                # v({i}) - v({}) for every player
+    values = problem.game(z) - problem.game(jnp.zeros((1, problem.num_players), bool))
+    return Estimate(values, None, jnp.asarray(num_samples + 1, jnp.int32), None)
+
+  try:
+    assert "first_coalitions" in noisy_labels.label_methods()
+    assert noisy_labels.estimator_kwargs("first_coalitions", 5, 7) == {"num_samples": 7}
+    label = noisy_labels.labeler(_game_of_x, "first_coalitions", 5, 7)
+    out = noisy_labels.generate(label, X, jax.random.key(0), progress=False)
+    assert out["values"].shape == (6, 5, 3) and set(out["num_evals"].tolist()) == {8}
+    assert noisy_labels.evaluations_per_label("first_coalitions", 5, 7) == 8
+  finally:
+    methods.unregister("first_coalitions")
+  with pytest.raises(ValueError, match="method must be one of"):
+    noisy_labels.labeler(_game_of_x, "leave_one_out", 5, 40)     # registered, but no budget rule
+
+
 def test_permutation_labels_are_unbiased(random_table):
   """The mean of many 2-ordering labels is the exact Shapley value (within 4 standard errors)."""
   values, exact = random_table                                   # 6 players, 2 outputs
@@ -62,6 +86,8 @@ def test_generate_cached_reuses_and_regenerates(tmp_path):
   c = noisy_labels.generate_cached(path, label, X, noisy_labels.epoch_key(jax.random.key(0), 1), tag="v1",
                                    progress=False)
   assert np.abs(c["values"] - a["values"]).max() > 1e-4            # a new epoch's key: fresh labels, rewritten
+  d = noisy_labels.generate_cached(path, label, X[:5], jax.random.key(0), tag="v1", progress=False)
+  assert d["values"].shape[0] == 5                                 # other inputs: regenerated, not reused
 
 
 def test_exact_game_labels_match_exact_shapley():

@@ -50,7 +50,8 @@ def test_resume_keeps_finished_chunks_and_markers_define_completion(tmp_path):
   assert again.missing_chunks() == [0, 2] and again.done_chunks() == [1]
   reader = outputs.open(tmp_path / "s")
   assert not reader.complete
-  assert np.isnan(reader["values"][6]).all()        # never written: NaN fill, not a plausible number
+  with pytest.warns(outputs.UnfinishedRowsWarning):
+    assert np.isnan(reader["values"][6]).all()      # never written: NaN fill, not a plausible number
 
 
 def test_other_job_is_refused_unless_overwrite(tmp_path):
@@ -91,3 +92,24 @@ def test_bad_chunks_are_rejected_and_corruption_detected(tmp_path):
   with open(tmp_path / "s" / "done" / "00000000.json") as f:
     assert json.load(f)["rows"] == [0, 3]
   assert not any(name.endswith(".tmp") or ".tmp." in name for name in os.listdir(tmp_path / "s" / "done"))
+
+
+def test_unfinished_rows_read_as_impossible_values_and_warn(tmp_path):
+  store = _make(tmp_path / "s")
+  store.write_chunk(0, _chunk(store, 0))
+  reader = outputs.open(tmp_path / "s")
+  with pytest.warns(outputs.UnfinishedRowsWarning, match=r"unfinished chunk\(s\) \[1, 2\] \(rows 3-5"):
+    predictions = reader["prediction"][:]
+  # Class 0 is a real prediction (row 0); unfinished rows are -1 and NaN, never a class or a value.
+  assert predictions.tolist() == [0, 1, 2, -1, -1, -1, -1]
+  with pytest.warns(outputs.UnfinishedRowsWarning):
+    assert np.isnan(reader["values"][5]).all()
+  import warnings
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    assert reader["prediction"][0:3].tolist() == [0, 1, 2]       # finished rows: no warning
+  with pytest.raises(ValueError, match=r"unfinished chunk\(s\) \[2\]"):
+    outputs.open(tmp_path / "s", unfinished="raise")["prediction"][6]
+  assert outputs.open(tmp_path / "s", unfinished="ignore")["prediction"][-1] == -1
+  with pytest.raises(ValueError, match="unfinished must be one of"):
+    outputs.open(tmp_path / "s", unfinished="skip")

@@ -251,7 +251,7 @@ def test_initialize_distributed_from_environment(fake_distributed, monkeypatch):
     ({"SLURM_JOB_ID": "1", "SLURM_NTASKS": "8"}, None),          # not inside a step: srun sets the rest
 ])
 def test_detect_multiprocess(env, expected):
-  assert parallel._detect_multiprocess(env) == expected
+  assert parallel.detect_multiprocess(env) == expected
 
 
 def test_initialize_distributed_errors():

@@ -1,10 +1,9 @@
-"""End-to-end smoke run of the dynamic feature selection driver (as a command), resuming, TFDS data and configs."""
+"""End-to-end smoke run of the dynamic feature selection driver (as a command), resuming, and configs.
+
+The problem loading (TFDS data, costs) is tested in test_selection_problem.py."""
 
 import json
 import os
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,48 +11,26 @@ import pytest
 from configs.dfs import breast_cancer, digits, digits_groups, digits_vit
 from configs.dfs import oracle as oracle_config
 from experiments import dfs
+from tests import driver_process
+from xattr.selection import problem
 
 pytestmark = pytest.mark.slow
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _launch(config: str, workdir: str) -> subprocess.Popen:
-  # XLA's backend optimizations are switched off: these runs are dominated by compiling many small programs,
-  # not by running them.
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip())
-  return subprocess.Popen([sys.executable, "-m", "experiments.dfs", f"--config={config}", f"--workdir={workdir}"],
-                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _finish(proc: subprocess.Popen) -> str:
-  try:
-    stdout, stderr = proc.communicate(timeout=600)
-  finally:
-    if proc.poll() is None:
-      proc.kill()
-      proc.communicate()
-  assert proc.returncode == 0, f"stdout:\n{stdout[-3000:]}\nstderr:\n{stderr[-5000:]}"
-  return stdout
-
-
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory):
   """Starts the documented command on the digits and oracle smoke configs, both at once, each in its own process
   (their persistent compilation caches let later stages and seeds reuse programs without touching this process's
   JAX configuration). The first tests below only request this fixture, so they run while the drivers work."""
   workdirs = {name: str(tmp_path_factory.mktemp(name)) for name in ("digits", "oracle")}
-  procs = {name: _launch(f"configs/dfs/{name}.py:smoke", workdirs[name]) for name in workdirs}
+  procs = {name: driver_process.launch("dfs", f"configs/dfs/{name}.py:smoke", workdirs[name], fast_compile=True)
+           for name in workdirs}
   yield {name: (workdirs[name], procs[name]) for name in workdirs}
   for proc in procs.values():
-    if proc.poll() is None:
-      proc.kill()
-      proc.communicate()
+    driver_process.stop(proc)
 
 
 @pytest.fixture(scope="module")
 def runs(launched):
-  return {name: (workdir, _finish(proc)) for name, (workdir, proc) in launched.items()}
+  return {name: (workdir, driver_process.finish(proc)) for name, (workdir, proc) in launched.items()}
 
 
 @pytest.fixture(scope="module")
@@ -63,29 +40,6 @@ def smoke(runs):
 
 
 # --- while the drivers run --------------------------------------------------------------------------------------
-
-def test_tfds_data_source(tmp_path, launched):
-  import tensorflow_datasets as tfds          # a dependency of xattr; imported here only for its import time
-  config = digits.get_config("smoke")
-  with config.unlocked():
-    config.dataset, config.data_dir, config.tfds_limit, config.patch_size = "tfds:mnist", str(tmp_path), 40, 4
-  with tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE):
-    problem = dfs.load_problem(config, seed=0)
-  assert problem.image_shape == (28, 28) and problem.num_features == 784 and problem.num_players == 49
-  assert len(problem.train["y"]) + len(problem.val["y"]) == 40 and len(problem.test["y"]) == 40
-  assert problem.test_images.shape == (40, 28, 28)
-  assert 0.0 <= problem.train["x"].min() and problem.train["x"].max() <= 1.0
-  assert problem.num_classes <= 10 and problem.groups.shape == (49, 784)
-
-
-def test_costs(launched):
-  costs = dfs._costs("random", 12)
-  assert costs.shape == (12,) and 0.5 <= costs.min() and costs.max() <= 2.0
-  np.testing.assert_array_equal(costs, dfs._costs("random", 12))         # the problem's costs, not the seed's
-  np.testing.assert_array_equal(dfs._costs("uniform", 5), np.ones(5))
-  with pytest.raises(ValueError, match="config.costs must be 'uniform' or 'random'"):
-    dfs._costs("free", 5)
-
 
 def test_configs(launched):
   for module, players in ((digits, 64), (digits_groups, 16), (breast_cancer, 30), (oracle_config, 12),
@@ -102,7 +56,7 @@ def test_configs(launched):
   with config.unlocked():
     config.patch_size = 3
   with pytest.raises(ValueError, match="must be divisible by patch_size 3"):
-    dfs.load_problem(config, 0)
+    problem.load(config, 0)
 
 
 # --- the drivers' outputs ---------------------------------------------------------------------------------------

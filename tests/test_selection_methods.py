@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from xattr import masks
-from xattr.selection import baselines, dime, evaluation, gdfs, predictor
+from xattr.selection import baselines, dime, evaluation, gdfs, predictor, rollout
 
 
 
@@ -240,3 +240,21 @@ def test_scores_and_curves():
   assert evaluation.score(np.eye(3)[[0, 1, 2, 0]], np.array([0, 1, 2, 1]), "accuracy") == 0.75
   with pytest.raises(ValueError, match="metric must be one of"):
     evaluation.score(logits[:, 0], y, "f1")
+
+
+def test_rollout_scores_and_stopping_points():
+  """Curves of a real rollout: cost follows the per-player costs of the selections; stopped steps cost nothing."""
+  x = jnp.array([[0.1, 0.7, 0.3], [0.9, 0.2, 0.5]])
+  predict = lambda p, x, m: jnp.stack([(x * m).sum(-1), 0.5 * jnp.ones(len(x))], -1)
+  score = lambda p, x, m, logits: x
+  costs = np.array([1.0, 2.0, 4.0])
+  out = baselines.fixed_rollout(predict, None, x, x, num_players=3, num_steps=2)
+  r = evaluation.rollout_scores(out, np.array([0, 0]), costs, "accuracy")
+  np.testing.assert_array_equal(r["order"], [[1, 2], [0, 2]])
+  np.testing.assert_allclose(r["cost"], [0.0, 1.5, 5.5])
+  assert r["curve"].tolist() == r["accuracy"].tolist() == [0.0, 1.0, 1.0]
+  np.testing.assert_allclose(evaluation.step_costs(np.array([[2, -1]]), costs), [[0.0, 4.0, 4.0]])
+  stopped = rollout.greedy(predict, score, None, x, num_players=3, num_steps=3, costs=jnp.asarray(costs),
+                           confidence=0.0)
+  cost, metric = evaluation.stopping_point(stopped, np.array([0, 0]), "accuracy")
+  assert cost == pytest.approx(float(np.mean(np.asarray(stopped.cost)))) and 0.0 <= metric <= 1.0

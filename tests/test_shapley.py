@@ -48,7 +48,7 @@ def test_exact_rejects_too_many_players():
 def test_original_kernel_shap_is_exact_on_additive_games(paired, num_samples):
   w = np.random.default_rng(2).normal(size=10)
   est = shapley.kernel_shap(additive_game(w), 10, KEY, num_samples=num_samples, batch_size=16, paired=paired)
-  np.testing.assert_allclose(est.values, w, atol=1e-5)
+  np.testing.assert_allclose(est.values, w, atol=5e-5)      # float32 solve of a system with condition ~1e2-1e3
   assert int(est.num_evals) == num_samples + 2
 
 

@@ -153,3 +153,49 @@ def test_trainable_filter_freezes_the_rest(tmp_path):
                           batch_size=32, progress=False, trainable=trainable, workdir=tmp_path)
   assert result.resumed_from == 300
   np.testing.assert_array_equal(np.asarray(again.student.kernel[...]), np.asarray(model.student.kernel[...]))
+
+
+def test_restore_loads_a_checkpoint_without_training(cancer, tmp_path):
+  ds, train_data = cancer
+  tx = training.optimizer({"learning_rate": 1e-2, "schedule": "cosine"}, num_steps=20)
+  trained = _mlp(ds)
+  training.train(trained, _cross_entropy, train_data, optimizer=tx, num_steps=20, batch_size=32,
+                 workdir=tmp_path, progress=False)
+  fresh = _mlp(ds, seed=7)
+  assert training.restore(fresh, tmp_path, optimizer=tx, min_step=20) == 20
+  for a, b in zip(jax.tree.leaves(nnx.state(trained, nnx.Param)), jax.tree.leaves(nnx.state(fresh, nnx.Param))):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(FileNotFoundError, match="holds no finished training run: latest checkpoint step 20, "
+                                              "expected >= 30"):
+    training.restore(_mlp(ds), tmp_path, optimizer=tx, min_step=30)
+  with pytest.raises(FileNotFoundError, match="latest checkpoint step None"):
+    training.restore(_mlp(ds), tmp_path / "empty", optimizer=tx)
+  wider = models.MLP(ds.num_features, (8,), ds.num_classes, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError):
+    training.restore(wider, tmp_path, optimizer=tx)
+
+
+def test_optimizer_factory_matches_the_hand_built_chains():
+  params = {"w": jnp.ones(3)}
+  grads = {"w": jnp.array([3.0, -4.0, 12.0])}
+  section = {"learning_rate": 1e-2, "warmup_steps": 2, "final_lr_fraction": 0.1, "grad_clip": 1.0,
+             "weight_decay": 1e-4}
+  schedule = optax.warmup_cosine_decay_schedule(0.0, 1e-2, 2, 10, end_value=1e-3)
+  by_hand = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=1e-4))
+  ours = training.optimizer(section, num_steps=10)
+  state_a, state_b = by_hand.init(params), ours.init(params)
+  for _ in range(4):
+    up_a, state_a = by_hand.update(grads, state_a, params)
+    up_b, state_b = ours.update(grads, state_b, params)
+    np.testing.assert_allclose(up_a["w"], up_b["w"], rtol=1e-6)
+  assert ours is training.optimizer(section, num_steps=10)       # cached: train() reuses its compiled step
+  cosine = training.optimizer({"learning_rate": 0.1, "weight_decay": 0.0}, num_steps=5, schedule="cosine")
+  direct = optax.adamw(optax.cosine_decay_schedule(0.1, 5), weight_decay=0.0)
+  np.testing.assert_allclose(cosine.update(grads, cosine.init(params), params)[0]["w"],
+                             direct.update(grads, direct.init(params), params)[0]["w"], rtol=1e-6)
+  with pytest.raises(ValueError, match="must set learning_rate"):
+    training.optimizer({"weight_decay": 0.1})
+  with pytest.raises(ValueError, match="schedule 'cosine' needs num_steps"):
+    training.optimizer({"learning_rate": 0.1, "schedule": "cosine"})
+  with pytest.raises(ValueError, match="schedule must be 'constant', 'cosine' or 'warmup_cosine', got 'step'"):
+    training.optimizer({"learning_rate": 0.1, "schedule": "step"}, num_steps=3)

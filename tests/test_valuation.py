@@ -278,3 +278,15 @@ def test_amortized_estimators_beat_per_point_mc_mean_at_equal_budget():
   value = rmse(amortized.fit_value_network(feats, points, delta.ravel(), hidden_sizes=(32, 32), num_steps=300,
                                            progress=False))
   assert law < 0.3 * mc and value < 0.5 * mc, (law, value, mc)
+
+
+def test_value_network_resumes_at_its_best_holdout_state(tmp_path):
+  """A finished run started again ends at the same early-stopped state (best_holdout.npz, fingerprinted)."""
+  rng = np.random.default_rng(0)
+  feats = rng.normal(size=(40, 2)).astype(np.float32)
+  points = np.repeat(np.arange(40), 3)
+  labels = feats[points, 0] + rng.normal(size=120)
+  kwargs = dict(hidden_sizes=(8,), num_steps=40, eval_every=10, workdir=str(tmp_path), progress=False)
+  first = amortized.fit_value_network(feats, points, labels, **kwargs)
+  assert (tmp_path / "best_holdout.npz").exists()
+  np.testing.assert_allclose(amortized.fit_value_network(feats, points, labels, **kwargs), first, rtol=1e-6)

@@ -1,4 +1,8 @@
-"""The data-valuation driver end to end (smoke config), its resumability and inputs; 4 fake devices vs 1."""
+"""The data-valuation driver end to end (smoke config) and its resumability; 4 fake devices vs 1.
+
+The driver's pieces are tested where they live: tests/test_valuation_pool.py (inputs), test_valuation_blocks.py
+(resumable sampling), test_valuation_study.py, test_valuation_addition.py and test_valuation_report.py.
+"""
 
 import csv
 import json
@@ -7,9 +11,10 @@ import os
 import numpy as np
 import pytest
 
-from configs.valuation import breast_cancer, digits, wine
+from configs.valuation import breast_cancer, digits, synthetic, wine
 from experiments import valuation
 from tests.four_devices import compare_with_one_device
+from xattr.valuation import study
 
 
 @pytest.fixture(scope="module")
@@ -23,16 +28,16 @@ def smoke(tmp_path_factory):
 def test_outputs_report_and_metrics(smoke):
   config, workdir, out = smoke
   for name in ("report.md", "points.csv", "metrics.json", "accuracy.png", "mislabeled.png", "addition.png",
-               "scaling_curves.png", "params.png"):
+               "selection.png", "crossings.png", "scaling_curves.png", "params.png"):
     assert os.path.getsize(os.path.join(workdir, name)) > 0, name
   report = open(out["paths"]["report.md"]).read()
-  for text in ("Valuation accuracy vs ground truth", "Mislabeled-point detection", "Point addition",
+  for text in ("Valuation accuracy vs ground truth", "Mislabeled-point detection", "Size-aware selection",
                "TMC Data Shapley", "leave-one-out", "contributions/s", "accuracy.png", "scaling_curves.png",
                "**Verdict.**"):
     assert text in report, text
   m = json.load(open(out["paths"]["metrics.json"]))
   budgets = [str(b) for b in config.sampling.budgets]
-  for method in valuation.METHODS:
+  for method in study.METHODS:
     assert sorted(m["auroc"][method]) == sorted(budgets)
     assert all(0.0 <= m["auroc"][method][b] <= 1.0 for b in budgets)
     assert all(np.isfinite(m["accuracy"][method][b]["nrmse"]) for b in budgets)
@@ -67,18 +72,8 @@ def test_killed_run_resumes_without_redoing_saved_stages(smoke):
   assert again["metrics"]["auroc"] == out["metrics"]["auroc"]
 
 
-def test_addition_verdict_needs_a_win_at_both_sizes():
-  win, tie, loss = {"mean": 0.03, "se": 0.01}, {"mean": 0.01, "se": 0.01}, {"mean": -0.03, "se": 0.01}
-  both = valuation.addition_verdict({"law": {"100": win, "300": win}}, (100, 300))
-  assert "wins at both sizes" in both and "not demonstrated" not in both
-  mixed = valuation.addition_verdict({"law": {"100": loss, "300": win}, "truth": {"100": win, "300": tie}},
-                                     (100, 300))
-  assert "law: the size-matched ranking does not win at both sizes (k=100: loses, k=300: wins)" in mixed
-  assert "truth: the size-matched ranking does not win at both sizes (k=100: wins, k=300: ties)" in mixed
-
-
 def test_configs():
-  for module in (breast_cancer, wine, digits):
+  for module in (breast_cancer, wine, digits, synthetic):
     config = module.get_config()
     smoke_config = module.get_config("smoke")
     assert "python -m experiments.valuation" in module.__doc__
@@ -87,27 +82,6 @@ def test_configs():
     with pytest.raises(ValueError, match="smoke"):
       module.get_config("tiny")
   assert digits.get_config().pca_dims == 16
-
-
-def test_embedding_and_tfds_inputs(tmp_path):
-  rng = np.random.default_rng(0)
-  path = str(tmp_path / "emb.npz")
-  np.savez(path, x_train=rng.normal(size=(50, 6)), y_train=rng.integers(0, 3, 50), x_val=rng.normal(size=(20, 6)),
-           y_val=rng.integers(0, 3, 20))
-  config = breast_cancer.get_config("smoke")
-  config.source, config.npz_path, config.max_pool = "npz", path, None
-  pool = valuation.load_pool(config)
-  assert pool.x.shape == (50, 6) and pool.num_classes == 3 and pool.features.shape == (50, 9)
-  assert pool.flipped.sum() == round(0.15 * 50) and np.all(pool.y[pool.flipped] != pool.y_clean[pool.flipped])
-  np.testing.assert_allclose(pool.x.mean(0), 0, atol=1e-5)
-
-  import tensorflow_datasets as tfds
-  config = breast_cancer.get_config("smoke")
-  config.source, config.max_pool, config.pca_dims = "tfds", None, 5
-  config.tfds.name, config.tfds.max_train, config.tfds.max_val = "mnist", 30, 12
-  with tfds.testing.mock_data(num_examples=40):
-    pool = valuation.load_pool(config)
-  assert pool.x.shape == (30, 5) and pool.x_val.shape == (12, 5) and pool.num_classes == 10
 
 
 @pytest.mark.multidevice

@@ -1,4 +1,7 @@
-"""ViT Shapley pipeline, end to end on the smoke config: outputs, identities of the saved values, resumability."""
+"""ViT Shapley driver, end to end on the smoke config: outputs, identities of the saved values, resumability.
+
+The method's pieces are tested in ``tests/test_vit_shapley_method.py`` (losses, stages, evaluation, report) and
+``tests/test_convert.py`` (``init_from_pretrained``)."""
 
 import json
 import os
@@ -9,7 +12,8 @@ import pytest
 from flax import nnx
 
 from configs.vit_shapley import digits
-from experiments import vit_shapley, vit_shapley_eval
+from experiments import vit_shapley
+from xattr.vit_shapley import evaluate
 from xattr.models import vit
 
 pytestmark = pytest.mark.slow
@@ -66,30 +70,9 @@ def test_rerun_resumes_without_recomputing(smoke):
 
 def test_bad_settings_are_named():
   with pytest.raises(ValueError, match="ground_truth='exact' needs at most 20 patches"):
-    vit_shapley_eval.ground_truth_method(196, "exact")
+    evaluate.ground_truth_method(196, "exact")
   with pytest.raises(ValueError, match="Unknown config argument"):
     digits.get_config("huge")
-
-
-def test_init_from_pretrained(tmp_path):
-  from flax import nnx
-
-  from xattr.models import convert, vit
-
-  source = vit.ViT(vit.config("nano/8", image_size=32, num_channels=1, num_classes=5), rngs=nnx.Rngs(1))
-  convert.save_timm(source, tmp_path / "model.safetensors")
-  convert.save_checkpoint(source, tmp_path / "converted")
-  for path in (tmp_path / "model.safetensors", tmp_path / "converted"):
-    model = vit.ViT(vit.config("nano/8", image_size=32, num_channels=1, num_classes=10), rngs=nnx.Rngs(0))
-    vit_shapley.init_from_pretrained(model, str(path))
-    got, want = convert.model_params(model), convert.model_params(source)
-    for name, value in want.items():
-      if not name.startswith("head/"):
-        np.testing.assert_allclose(got[name], value, atol=1e-6, err_msg=name)
-    assert got["head/kernel"].shape == (32, 10)                       # a fresh head for the new classes
-  wrong = vit.ViT(vit.config("mu/8", image_size=32, num_channels=1, num_classes=10), rngs=nnx.Rngs(0))
-  with pytest.raises(ValueError, match="does not fit"):
-    vit_shapley.init_from_pretrained(wrong, str(tmp_path / "model.safetensors"))
 
 
 @pytest.mark.multidevice

@@ -15,13 +15,19 @@ import jax
 import numpy as np
 
 
+class ArgumentTypeError(TypeError, ValueError):
+  """A wrong argument type; also a ValueError, so callers catching bad values catch it too."""
+
+
 def positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
   """Returns ``value`` as an int, raising if it is not an integer >= ``minimum``."""
   if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-    raise TypeError(f"{name} must be a Python int >= {minimum} (a static value), got {value!r} "
-                    f"of type {type(value).__name__}.")
+    wanted = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+    raise ArgumentTypeError(f"{name} must be {wanted}, got {value!r} of type {type(value).__name__} ({name} must "
+                            f"be a Python int >= {minimum}, a static value).")
   if value < minimum:
-    raise ValueError(f"{name} must be >= {minimum}, got {value}.")
+    raise ValueError(f"{name} must be a positive int, got {value}." if minimum == 1 else
+                     f"{name} must be >= {minimum}, got {value}.")
   return int(value)
 
 
@@ -67,3 +73,24 @@ def finite(name: str, value: Any, hint: str = "") -> None:
   if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
     bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
     raise FloatingPointError(f"{name} contains {bad} non-finite value(s) (NaN or inf). {hint}".rstrip())
+
+
+def prng_key(name: str, key: Any) -> None:
+  """Raises unless ``key`` is a PRNG key: a typed key (``jax.random.key``) or a legacy uint32[2] key.
+
+  Works on tracers (it reads only dtype and shape), so it also catches swapped arguments under ``jit``.
+  """
+  dtype = getattr(key, "dtype", None)
+  shape = getattr(key, "shape", None)
+  if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and shape == ():
+    return
+  if dtype == np.uint32 and shape == (2,):                     # legacy jax.random.PRNGKey
+    return
+  raise ArgumentTypeError(f"{name} must be a PRNG key, e.g. jax.random.key(0) (or a legacy uint32[2] "
+                          f"jax.random.PRNGKey), got {_describe(key)}. Check the argument order.")
+
+
+def _describe(value: Any) -> str:
+  if hasattr(value, "dtype") and hasattr(value, "shape"):
+    return f"an array of dtype {value.dtype} and shape {tuple(value.shape)}"
+  return f"{value!r} of type {type(value).__name__}"

@@ -10,45 +10,66 @@ for long runs (a naive sum of squares loses them to cancellation).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from xattr import _checks
 from xattr.estimate import Estimate
 
 
-def _as_2d(out: Any, num_masks: int) -> jax.Array:
+def _as_2d(out: Any, num_masks: int, dtype: Any = jnp.float32) -> jax.Array:
   out = jnp.asarray(out)
   if out.ndim not in (1, 2) or out.shape[0] != num_masks:
     raise ValueError(f"game must map bool[n, num_players] to float[n] or float[n, k]; for n = {num_masks} "
                      f"masks it returned shape {tuple(out.shape)}.")
-  out = out.astype(jnp.float32)
+  out = out.astype(dtype)
   return out[:, None] if out.ndim == 1 else out
 
 
-def call_game(game: Callable[[jax.Array], jax.Array], masks: jax.Array) -> jax.Array:
+def call_game(game: Callable[[jax.Array], jax.Array], masks: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
   """Evaluates ``game`` on bool[n, d] and returns float32[n, k] (k = 1 for scalar games)."""
-  return _as_2d(game(masks), masks.shape[0])
+  return _as_2d(game(masks), masks.shape[0], dtype)
 
 
-def grand_and_null(game: Callable[[jax.Array], jax.Array], num_players: int) -> tuple[jax.Array, jax.Array, bool]:
-  """v(1), v(0) as float32[k], and whether the game is scalar-valued (its outputs get squeezed back)."""
-  raw = game(jnp.stack([jnp.ones(num_players, bool), jnp.zeros(num_players, bool)]))
-  values = _as_2d(raw, 2)
+def grand_and_null(game: Callable[[jax.Array], jax.Array], num_players: int,
+                   dtype: Any = jnp.float32) -> tuple[jax.Array, jax.Array, bool]:
+  """v(1), v(0) as float32[k], and whether the game is scalar-valued (its outputs get squeezed back).
+
+  This is the estimators' first game call, so a game that rejects bool[2, num_players] masks (a wrong
+  ``num_players``) is reported here, naming num_players.
+  """
+  raw = _first_call(game, num_players, lambda m: game(m))
+  values = _as_2d(raw, 2, dtype)
   return values[0], values[1], jnp.ndim(raw) == 1
+
+
+def output_shape(game: Callable[[jax.Array], jax.Array], num_players: int) -> tuple[int, bool]:
+  """(k, scalar) of the game's output, from its shapes alone (no evaluation)."""
+  shape = _first_call(game, num_players, lambda m: jax.eval_shape(game, m)).shape
+  if len(shape) not in (1, 2) or shape[0] != 2:
+    raise ValueError(f"game must map bool[n, num_players] to float[n] or float[n, k]; for n = 2 masks it "
+                     f"returned shape {tuple(shape)}.")
+  return (1, True) if len(shape) == 1 else (shape[1], False)
+
+
+def _first_call(game, num_players, call):
+  try:
+    return call(jnp.stack([jnp.ones(num_players, bool), jnp.zeros(num_players, bool)]))
+  except (ValueError, TypeError, IndexError) as err:
+    raise ValueError(f"the game failed on its first call, the grand and empty coalitions as bool[2, "
+                     f"num_players={num_players}]: {err} If the game has a different number of players (features "
+                     f"or groups), pass that as num_players.") from err
 
 
 def evaluate_chunked(game: Callable[[jax.Array], jax.Array], masks: jax.Array, batch_size: int) -> jax.Array:
   """float32[n, k] game values, evaluating at most ``batch_size`` masks per call (``lax.map`` over chunks)."""
-  n, d = masks.shape
-  if n <= batch_size:
-    return call_game(game, masks)
-  num_chunks = -(-n // batch_size)
-  padded = jnp.zeros((num_chunks * batch_size, d), bool).at[:n].set(masks)
-  out = jax.lax.map(lambda m: call_game(game, m), padded.reshape(num_chunks, batch_size, d))
-  return out.reshape(num_chunks * batch_size, -1)[:n]
+  from xattr import games   # deferred: games imports the samplers, which need nothing from here
+
+  return _as_2d(games.evaluate(game, masks, batch_size=batch_size, check_finite=False), masks.shape[0])
 
 
 class Moments(NamedTuple):
@@ -105,16 +126,24 @@ def relative_std(values: jax.Array, std: jax.Array) -> jax.Array:
 
 
 class LoopSpec(NamedTuple):
-  """How many batches to run: exactly ``max_batches`` when ``threshold`` is None, else until convergence."""
+  """Batches to run: ``num_full`` of ``batch`` rows then one of ``remainder`` (fixed budget, ``threshold`` None),
+  or batches of ``batch`` rows until convergence, at most ``num_full``."""
 
-  max_batches: int
+  batch: int
+  num_full: int
+  remainder: int
   threshold: float | None
   min_batches: int = 2
 
 
-def run_batches(update: Callable[[Any, jax.Array], Any], finish: Callable[[Any], tuple[jax.Array, jax.Array]],
-                state: Any, spec: LoopSpec, threshold_for_flag: float) -> tuple[Any, jax.Array, jax.Array, jax.Array]:
-  """Runs ``update(state, batch_index)`` in a loop; returns (state, values, std, converged)."""
+def run_batches(update: Callable[[Any, jax.Array, int], Any],
+                finish: Callable[[Any], tuple[jax.Array, jax.Array]], state: Any, spec: LoopSpec,
+                threshold_for_flag: float) -> tuple[Any, jax.Array, jax.Array, jax.Array]:
+  """Runs ``update(state, batch_index, rows)`` (``rows`` static) in a loop; returns (state, values, std, converged).
+
+  No batch is padded: a fixed budget runs its whole batches in a ``lax.scan`` and the remainder as one smaller
+  batch, so the game is evaluated on exactly the budgeted rows.
+  """
 
   def with_estimate(carry):
     i, st = carry
@@ -124,51 +153,127 @@ def run_batches(update: Callable[[Any, jax.Array], Any], finish: Callable[[Any],
   def cond(carry):
     i, _, values, std = carry
     done = (i >= spec.min_batches) & (relative_std(values, std) < spec.threshold)
-    return (i < spec.max_batches) & ~done
+    return (i < spec.num_full) & ~done
 
   def body(carry):
     i, st, _, _ = carry
-    return with_estimate((i + 1, update(st, i)))
+    return with_estimate((i + 1, update(st, i, spec.batch)))
 
   if spec.threshold is None:
-    def scan_body(st, i):
-      return update(st, i), None
-    state, _ = jax.lax.scan(scan_body, state, jnp.arange(spec.max_batches))
+    if spec.num_full:
+      state, _ = jax.lax.scan(lambda st, i: (update(st, i, spec.batch), None), state, jnp.arange(spec.num_full))
+    if spec.remainder:
+      state = update(state, jnp.asarray(spec.num_full), spec.remainder)
     values, std = finish(state)
   else:
     init = with_estimate((jnp.zeros((), jnp.int32), state))
     _, state, values, std = jax.lax.while_loop(cond, body, init)
-  converged = relative_std(values, std) < threshold_for_flag
-  return state, values, std, converged
+    values, std = _no_grad_through_loop(values), _no_grad_through_loop(std)
+  return state, values, std, converged_flag(values, std, threshold_for_flag)
 
 
-def batch_plan(num_samples: int | None, batch_size: int, max_samples: int, unit: int,
-               threshold: float) -> tuple[int, int, LoopSpec]:
+@jax.custom_jvp
+def _no_grad_through_loop(x: jax.Array) -> jax.Array:
+  """Identity whose derivative is a clear error: a data-dependent while_loop has no reverse-mode gradient."""
+  return x
+
+
+@_no_grad_through_loop.defjvp
+def _no_grad_through_loop_jvp(primals, tangents):
+  raise ValueError("The estimate cannot be differentiated in convergence mode: num_samples=None (or "
+                   "num_permutations=None) runs a lax.while_loop of data-dependent length, which JAX cannot "
+                   "differentiate in reverse mode. Pass a fixed num_samples (num_permutations for "
+                   "shapley.permutation) to take gradients through the estimate.")
+
+
+def converged_flag(values: jax.Array, std: jax.Array, threshold: float) -> jax.Array:
+  """relative std < threshold, and never for non-finite values or std (NaN under jit, or std not estimable)."""
+  finite = jnp.all(jnp.isfinite(values)) & jnp.all(jnp.isfinite(std))
+  return finite & (relative_std(values, std) < threshold)
+
+
+def batch_plan(num_samples: int | None, batch_size: int, max_samples: int, unit: int, threshold: float, *,
+               names: tuple[str, str, str] = ("num_samples", "batch_size", "max_samples"),
+               unit_flag: str = "paired") -> tuple[int, int, LoopSpec]:
   """Static (batch_size, sample budget, loop spec) from the user's sampling arguments.
 
-  ``unit`` is 2 for paired samplers (batches hold whole pairs). A fixed ``num_samples`` is split into
-  ceil(num_samples / batch_size) batches of equal size, so at most a few rows of the last batch overshoot
-  (they are zero-weighted); the convergence cap is rounded down to whole batches, so nothing overshoots.
+  ``unit`` is 2 for paired samplers (batches hold whole pairs). A fixed ``num_samples`` runs
+  num_samples // batch_size whole batches and one remainder batch; the convergence cap is rounded down to whole
+  batches. ``names`` are the caller's argument names (for errors), ``unit_flag`` the argument that sets ``unit``.
   """
-  batch_size = _checks.positive_int("batch_size", batch_size, minimum=unit)
+  n_name, b_name, m_name = names
+  batch_size = _checks.positive_int(b_name, batch_size)
+  if batch_size < unit:
+    raise ValueError(f"{b_name} must be >= {unit} when {unit_flag}=True, got {batch_size}.")
   batch_size -= batch_size % unit
   if num_samples is not None:
-    budget = _checks.positive_int("num_samples", num_samples, minimum=unit)
-    _checks.even_if_paired(budget, unit == 2)
-    num_batches = -(-budget // batch_size)
-    per_batch = -(-budget // num_batches)
-    per_batch += -per_batch % unit
-    return per_batch, budget, LoopSpec(num_batches, None)
+    budget = _checks.positive_int(n_name, num_samples)
+    if budget % unit:
+      raise ValueError(f"{n_name} must be even when {unit_flag}=True (they come in complementary pairs), "
+                       f"got {budget}.")
+    return batch_size, budget, LoopSpec(batch_size, budget // batch_size, budget % batch_size, None)
   if not threshold > 0:
-    raise ValueError(f"threshold must be > 0 when num_samples is None (run until converged), got {threshold}.")
-  budget = _checks.positive_int("max_samples", max_samples, minimum=2 * batch_size)
+    raise ValueError(f"threshold must be > 0 when {n_name} is None (run until converged), got {threshold}.")
+  budget = _checks.positive_int(m_name, max_samples)
+  if budget < 2 * batch_size:
+    raise ValueError(f"{m_name} must be >= 2 * {b_name} = {2 * batch_size} in convergence mode, got {budget}.")
   budget -= budget % batch_size
-  return batch_size, budget, LoopSpec(budget // batch_size, float(threshold))
+  return batch_size, budget, LoopSpec(batch_size, budget // batch_size, 0, float(threshold))
 
 
-def valid_rows(batch_index: jax.Array, batch_size: int, budget: int) -> jax.Array:
-  """float32[batch_size]: 1 for rows inside the sample budget, 0 for the last batch's overshoot."""
-  return ((batch_index * batch_size + jnp.arange(batch_size)) < budget).astype(jnp.float32)
+def std_or_inf(std: jax.Array, estimable: jax.Array) -> jax.Array:
+  """std where it can be estimated (e.g. >= 2 independent units), +inf elsewhere: never certainty by default."""
+  return jnp.where(estimable, std, jnp.inf)
+
+
+# ------------------------------------------------------------------------------------------------ compiled dispatch
+class _Slot:
+  """Marks where a dynamic (array) leaf goes back when a split pytree is rebuilt."""
+
+  def __eq__(self, other):
+    return isinstance(other, _Slot)
+
+  def __hash__(self):
+    return 0
+
+
+_ARRAYS = (jax.Array, np.ndarray, np.generic)
+
+
+def _split(tree: Any) -> tuple[list[Any], tuple[Any, tuple[Any, ...]]]:
+  leaves, treedef = jax.tree.flatten(tree)
+  dynamic = [leaf for leaf in leaves if isinstance(leaf, _ARRAYS)]
+  static = tuple(_Slot() if isinstance(leaf, _ARRAYS) else leaf for leaf in leaves)
+  return dynamic, (treedef, static)
+
+
+def _join(dynamic: list[Any], structure: tuple[Any, tuple[Any, ...]]) -> Any:
+  treedef, static = structure
+  arrays = iter(dynamic)
+  return jax.tree.unflatten(treedef, [next(arrays) if isinstance(s, _Slot) else s for s in static])
+
+
+@partial(jax.jit, static_argnames=("impl", "structure", "options"))
+def _compiled(dynamic, *, impl, structure, options):
+  game, args = _join(dynamic, structure)
+  return impl(game, *args, **dict(options))
+
+
+def dispatch(impl: Callable[..., Any], game: Any, *args: Any, **options: Any) -> Any:
+  """``impl(game, *args, **options)`` through one module-level ``jax.jit`` cached on the game's structure.
+
+  The game's array leaves (a pytree game from :mod:`xattr.games`: input, reference, background) and ``args``
+  (keys) are traced arguments; everything else (model functions, a plain function game, ``options``) is static.
+  So eager loops over new inputs reuse one compiled program per estimator signature instead of compiling (and
+  mapping new code) on every call. Unhashable static parts fall back to a direct call.
+  """
+  dynamic, structure = _split((game, args))
+  opts = tuple(sorted(options.items()))
+  try:
+    hash((structure, opts))
+  except TypeError:
+    return impl(game, *args, **options)
+  return _compiled(dynamic, impl=impl, structure=structure, options=opts)
 
 
 def check_result(name: str, estimate: Estimate | jax.Array, game_ok: jax.Array | bool = True) -> None:

@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from xattr import shapley
+from xattr import _checks, shapley
 
 __all__ = ["efficient_normalize", "fastshap_loss", "regression_loss", "surrogate_kl_loss", "surrogate_mse_loss",
            "MODULE_KINDS", "build_module", "masked_value_fn", "Explainer", "save", "load"]
@@ -100,6 +100,10 @@ def fastshap_loss(phi: jax.Array, masks: jax.Array, values: jax.Array, null: jax
   """
   _check_rank("phi", phi, 3, "float[batch, players, classes]")
   _check_rank("masks", masks, 3, "bool[batch, samples, players]")
+  if jnp.asarray(masks).dtype != jnp.bool_:
+    raise _checks.ArgumentTypeError(f"masks must have dtype bool (True = player kept), got {masks.dtype}: the "
+                                    f"loss treats a mask entry as 'player present', so 0/1 ints or fractional "
+                                    f"floats would silently mean something else. Convert with masks.astype(bool).")
   _check_rank("values", values, 3, "float[batch, samples, classes]")
   b, d, k = phi.shape
   if masks.shape[0] != b or masks.shape[2] != d:

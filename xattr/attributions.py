@@ -13,6 +13,13 @@ input, and vmappable over inputs:
 * **Attention-based** (ViTs; ``attn`` = post-softmax attention probabilities float[depth, heads, T, T] of one
   image, prefix tokens first with CLS at index 0): :func:`attention_rollout` (Abnar & Zuidema, 2020) and
   :func:`last_layer_attention`.
+* **ViT internals** (a :class:`xattr.models.vit.ViT`, one image, a target class; one forward and one backward
+  pass of :func:`vit_trace`, which recomputes the model's blocks with taps on the token states and the attention
+  probabilities): :func:`gradcam` (gradient-weighted token activations of a block), :func:`attention_x_gradient`
+  (the positive part of attention times its gradient, averaged over heads), :func:`gradient_rollout` (Chefer et
+  al.'s relevance rollout of gradient-weighted attention) and :func:`lrp` (conservative LRP for transformers,
+  Ali et al. 2022: relevance is conserved through every block). :func:`vanilla_gradients` (|d logit / d x|) takes
+  any ``logit_fn``.
 
 Gradient methods call ``logit_fn`` on batches of perturbed images and differentiate the sum of the target logits,
 so ``logit_fn`` must treat rows independently (no batch statistics). They explain the target *logit*; pass e.g.
@@ -30,21 +37,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xattr import _checks, loo, shapley
+from xattr import _checks, games, loo, shapley
 from xattr import masks as masks_lib
-from xattr.evaluation import _evaluate, aggregate_to_players
+from xattr.evaluation import aggregate_to_players
 
 Game = Callable[[jax.Array], jax.Array]
 LogitFn = Callable[[jax.Array], jax.Array]
 Players = int | jax.Array | np.ndarray | None
 
 __all__ = ["random", "leave_one_out", "rise", "kernel_shap_matched", "gradient_x_input", "integrated_gradients",
-           "smoothgrad", "attention_rollout", "last_layer_attention"]
+           "smoothgrad", "vanilla_gradients", "attention_rollout", "last_layer_attention", "ViTTrace", "vit_trace",
+           "gradcam", "attention_x_gradient", "gradient_rollout", "lrp"]
 
 
 # --- game-based -------------------------------------------------------------------------------------------------
@@ -101,7 +110,7 @@ def rise(game: Game, num_players: int, key: jax.Array, *, num_masks: int, p: flo
   if not 0.0 < p < 1.0:
     raise ValueError(f"p must lie strictly between 0 and 1 (the probability of keeping a player), got {p}.")
   masks = masks_lib.bernoulli(key, d, n, p=p)
-  values = _evaluate(game, masks, batch_size)
+  values = games.evaluate(game, masks, batch_size=batch_size)
   return masks.astype(jnp.float32).T @ values / (n * p)
 
 
@@ -280,6 +289,31 @@ def smoothgrad(logit_fn: LogitFn, image: jax.Array, target, key: jax.Array, *, n
   return _to_players(grads.mean(0), players)
 
 
+def vanilla_gradients(logit_fn: LogitFn, image: jax.Array, target, *, absolute: bool = True,
+                      players: Players = None) -> jax.Array:
+  """Vanilla gradients (Simonyan et al., 2014): the target logit's gradient, |.| by default, per player summed.
+
+  Args:
+    logit_fn: float[B, *image.shape] -> float[B, k], differentiable.
+    image: one input.
+    target: class index.
+    absolute: the saliency map |gradient| (the paper's); False keeps the sign.
+    players: None, a patch size or a group matrix (see :func:`gradient_x_input`).
+
+  Returns:
+    float[*image.shape], or float[d] with ``players``.
+
+  Example:
+    >>> f = lambda xb: xb @ jnp.array([[1.0], [-2.0]])
+    >>> vanilla_gradients(f, jnp.array([5.0, 5.0]), 0).tolist(), vanilla_gradients(f, jnp.ones(2), 0,
+    ...                                                                             absolute=False).tolist()
+    ([1.0, 2.0], [1.0, -2.0])
+  """
+  image = _check_image(image)
+  grads = _target_grads(logit_fn, image[None], target, None)[0]
+  return _to_players(jnp.abs(grads) if absolute else grads, players)
+
+
 # --- attention-based --------------------------------------------------------------------------------------------
 
 
@@ -357,3 +391,237 @@ def last_layer_attention(attn: jax.Array, num_prefix_tokens: int) -> jax.Array:
   """
   attn, prefix = _check_attention(attn, num_prefix_tokens)
   return attn[-1].astype(jnp.float32).mean(0)[0, prefix:]
+
+
+# --- ViT internals ----------------------------------------------------------------------------------------------
+
+
+class ViTTrace(NamedTuple):
+  """One image through a ViT, as :func:`vit_trace` records it.
+
+  Attributes:
+    logits: float[k].
+    tokens: float[depth + 1, T, width]: the residual stream entering each block, and leaving the last one
+      (before the final LayerNorm).
+    attention: float[depth, heads, T, T] post-softmax attention probabilities (rows = queries).
+  """
+
+  logits: jax.Array
+  tokens: jax.Array
+  attention: jax.Array
+
+
+def _layer_norm(norm: Any, x: jax.Array, frozen: bool) -> jax.Array:
+  centered = x - x.mean(-1, keepdims=True)
+  inverse_std = jax.lax.rsqrt(jnp.square(centered).mean(-1, keepdims=True) + norm.eps)
+  inverse_std = jax.lax.stop_gradient(inverse_std) if frozen else inverse_std   # LRP's LN rule: a linear map
+  return centered * inverse_std * norm.scale[...] + norm.bias[...]
+
+
+def _attention(attn: Any, x: jax.Array, offset: jax.Array, frozen: bool) -> tuple[jax.Array, jax.Array]:
+  qkv = jnp.einsum("tw,wshd->shtd", x, attn.qkv_kernel[...]) + attn.qkv_bias[...][:, :, None, :]
+  q, k, v = qkv[0], qkv[1], qkv[2]
+  probs = jax.nn.softmax(jnp.einsum("htd,hsd->hts", q, k) * attn.scale, axis=-1)
+  used = (jax.lax.stop_gradient(probs) if frozen else probs) + offset     # LRP's AH rule: attention is constant
+  out = jnp.einsum("hts,hsd->thd", used, v)
+  return jnp.einsum("thd,hdw->tw", out, attn.out_kernel[...]) + attn.out_bias[...], probs
+
+
+def _mlp(mlp: Any, x: jax.Array, frozen: bool) -> jax.Array:
+  h = mlp.fc1(x)
+  gate = 0.5 * (1.0 + jax.lax.erf(h / np.sqrt(2.0)))                     # exact GELU: h * Phi(h)
+  return mlp.fc2(h * (jax.lax.stop_gradient(gate) if frozen else gate))
+
+
+def vit_trace(model: Any, image: jax.Array, *, token_offset: jax.Array | None = None,
+              attention_offset: jax.Array | None = None, conservative: bool = False) -> ViTTrace:
+  """The forward pass of a :class:`xattr.models.vit.ViT` on one unmasked image, in float32, with taps.
+
+  The blocks are recomputed from the model's parameters (same result as ``model(image[None])``), so gradients
+  with respect to the token states and the attention probabilities are available: ``token_offset`` is added to
+  the residual stream entering each block (and leaving the last), ``attention_offset`` to each block's
+  post-softmax attention; differentiate at zero offsets. ``conservative=True`` applies the rules of conservative
+  LRP (Ali et al., ICML 2022): attention probabilities, LayerNorm's 1/std and GELU's gate Phi(h) are constants
+  for the gradient (the forward values are unchanged), so the network is linear in its input tokens.
+
+  Args:
+    model: the ViT (read through its public modules: ``embed``, ``blocks``, ``norm``, ``pool``, ``head``).
+    image: float[H, W, C], no batch axis.
+    token_offset: float[depth + 1, T, width] or None (zeros).
+    attention_offset: float[depth, heads, T, T] or None (zeros).
+    conservative: the LRP rules above.
+
+  Returns:
+    :class:`ViTTrace`.
+
+  Example:
+    >>> from flax import nnx; from xattr.models.vit import ViT, config; from xattr.jobs import placeholder_module
+    >>> m = placeholder_module(lambda: ViT(config("nano/8", image_size=16, num_channels=1, num_classes=3),
+    ...                                    rngs=nnx.Rngs(0)))                       # zero weights: shapes only
+    >>> x = jnp.linspace(0, 1, 256).reshape(16, 16, 1)
+    >>> t = vit_trace(m, x)
+    >>> t.tokens.shape, t.attention.shape, bool(jnp.allclose(t.logits, m(x[None])[0], atol=1e-5))
+    ((3, 5, 32), (2, 2, 5, 5), True)
+  """
+  image = _check_image(image)
+  c = model.config
+  depth, t = c.depth, c.num_tokens
+  token_offset = jnp.zeros((depth + 1, t, c.width)) if token_offset is None else token_offset
+  attention_offset = jnp.zeros((depth, c.num_heads, t, t)) if attention_offset is None else attention_offset
+  x = model.embed(image[None].astype(jnp.float32))[0].astype(jnp.float32)
+  tokens, attention = [], []
+  for i, block in enumerate(model.blocks):
+    x = x + token_offset[i]
+    tokens.append(x)
+    y, probs = _attention(block.attn, _layer_norm(block.norm1, x, conservative), attention_offset[i], conservative)
+    attention.append(probs)
+    x = x + y
+    x = x + _mlp(block.mlp, _layer_norm(block.norm2, x, conservative), conservative)
+  x = x + token_offset[depth]
+  tokens.append(x)
+  pooled = model.pool(_layer_norm(model.norm, x, conservative)[None])
+  return ViTTrace(model.head(pooled)[0], jnp.stack(tokens), jnp.stack(attention))
+
+
+def _vit_gradients(model: Any, image: jax.Array, target, conservative: bool = False
+                   ) -> tuple[ViTTrace, jax.Array, jax.Array]:
+  """(trace, d logit / d tokens, d logit / d attention) in one backward pass."""
+  c = model.config
+  t = c.num_tokens
+  _check_target(target, c.num_classes)
+
+  def logit(offsets):
+    trace = vit_trace(model, image, token_offset=offsets[0], attention_offset=offsets[1], conservative=conservative)
+    return trace.logits[target], trace
+
+  zeros = (jnp.zeros((c.depth + 1, t, c.width)), jnp.zeros((c.depth, c.num_heads, t, t)))
+  (grad_tokens, grad_attention), trace = jax.grad(logit, has_aux=True)(zeros)
+  return trace, grad_tokens, grad_attention
+
+
+def _check_layer(name: str, layer: int | None, count: int, default: int) -> int:
+  layer = default if layer is None else layer
+  if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not -count <= layer < count:
+    raise ValueError(f"{name} must be an int in [-{count}, {count}) or None, got {layer!r}.")
+  return int(layer) % count
+
+
+def gradcam(model: Any, image: jax.Array, target, *, layer: int | None = None) -> jax.Array:
+  """GradCAM on ViT tokens: ReLU(h_j . mean_i dy/dh_i) for each patch token j of the residual stream h.
+
+  Selvaraju et al. (2017) weight a CNN's feature maps by their spatially averaged gradients; on a ViT the
+  "spatial" axis is the patch tokens. ``layer`` picks the token states entering that block (default: the last
+  block, as pytorch-grad-cam's ViT recipe: leaving the last block, patch tokens no longer reach a CLS-pooled
+  head and their gradients are 0). Without position embeddings the map is equivariant to permuting the patches.
+
+  Args:
+    model: a :class:`xattr.models.vit.ViT`.
+    image: float[H, W, C].
+    target: class index.
+    layer: index into :attr:`ViTTrace.tokens` (0 = embeddings, ``depth`` = after the last block); None: depth - 1.
+
+  Returns:
+    float[num_patches], >= 0.
+
+  Example:
+    >>> from flax import nnx; from xattr.models.vit import ViT, config; from xattr.jobs import placeholder_module
+    >>> m = placeholder_module(lambda: ViT(config("nano/8", image_size=16, num_channels=1, num_classes=3),
+    ...                                    rngs=nnx.Rngs(0)))                       # zero weights: shapes only
+    >>> cam = gradcam(m, jnp.linspace(0, 1, 256).reshape(16, 16, 1), 0); cam.shape, bool((cam >= 0).all())
+    ((4,), True)
+  """
+  depth = model.config.depth
+  layer = _check_layer("layer", layer, depth + 1, depth - 1)
+  trace, grad_tokens, _ = _vit_gradients(model, image, target)
+  prefix = model.num_prefix_tokens
+  weights = grad_tokens[layer, prefix:].mean(0)                          # [width]
+  return jax.nn.relu(trace.tokens[layer, prefix:] @ weights)
+
+
+def _weighted_attention(model: Any, image: jax.Array, target) -> jax.Array:
+  """Chefer et al.'s A-bar = E_heads[(dy/dA * A)^+] per layer, float[depth, T, T]."""
+  trace, _, grad_attention = _vit_gradients(model, image, target)
+  return jax.nn.relu(grad_attention * trace.attention).mean(1)
+
+
+def attention_x_gradient(model: Any, image: jax.Array, target, *, layer: int = -1) -> jax.Array:
+  """Attention times gradient: the CLS row of E_heads[(A * dy/dA)^+] of one layer (the last by default).
+
+  The gradient-weighted attention map of Chefer et al. (CVPR 2021, ICCV 2021) for one layer, without rollout:
+  heads whose attention the target logit does not depend on drop out.
+
+  Args:
+    model: a :class:`xattr.models.vit.ViT` (CLS-pooled, so the CLS row is the one that matters).
+    image: float[H, W, C].
+    target: class index.
+    layer: the block (negative counts from the end).
+
+  Returns:
+    float[num_patches], >= 0.
+
+  Example: see :func:`gradient_rollout`, whose example checks the two agree for a one-block ViT.
+  """
+  layer = _check_layer("layer", layer, model.config.depth, -1)
+  return _weighted_attention(model, image, target)[layer, 0, model.num_prefix_tokens:]
+
+
+def gradient_rollout(model: Any, image: jax.Array, target) -> jax.Array:
+  """Chefer et al. (ICCV 2021): relevance rollout of gradient-weighted attention, R <- R + A-bar_l R from R = I.
+
+  A-bar_l = E_heads[(A_l * dy/dA_l)^+] for each block l in order (see :func:`attention_x_gradient`); the
+  attribution of patch j is R[0, num_prefix_tokens + j] (the identity keeps each token's own relevance).
+
+  Args:
+    model: a :class:`xattr.models.vit.ViT`.
+    image: float[H, W, C].
+    target: class index.
+
+  Returns:
+    float[num_patches], >= 0.
+
+  Example (with one block, R = I + A-bar: the rollout is attention x gradient):
+    >>> from flax import nnx; from xattr.models import vit
+    >>> x, cfg = jnp.linspace(0, 1, 256).reshape(16, 16, 1), vit.config("nano/8", image_size=16, num_channels=1,
+    ...                                                                 num_classes=3, depth=1)
+    >>> m = vit.ViT(cfg, rngs=nnx.Rngs(0))      # random weights: initializers compile once per parameter shape
+    >>> bool(jnp.allclose(gradient_rollout(m, x, 1), attention_x_gradient(m, x, 1)))
+    True
+  """
+  weighted = _weighted_attention(model, image, target)
+  t = weighted.shape[-1]
+
+  def step(r, a):
+    return r + a @ r, None
+
+  r, _ = jax.lax.scan(step, jnp.eye(t), weighted)
+  return r[0, model.num_prefix_tokens:]
+
+
+def lrp(model: Any, image: jax.Array, target, *, include_prefix: bool = False) -> jax.Array:
+  """Conservative LRP for transformers (Ali et al., ICML 2022): relevance of each input token.
+
+  The AH rule (attention probabilities are constants) and the LN rule (LayerNorm's 1/std is a constant), with
+  GELU's gate Phi(h) held constant too (LRP's identity rule for elementwise activations), make the network linear
+  in its input tokens; the relevance of token j is then gradient x input at the embeddings, R_j = x_j . dy/dx_j
+  (token = patch embedding + position embedding). Conservation: sum_j R_j (prefix tokens included) equals the
+  logit up to what the blocks' biases (attention, MLP, LayerNorm and head biases) absorb, exactly when they are 0.
+
+  Args:
+    model: a :class:`xattr.models.vit.ViT`.
+    image: float[H, W, C].
+    target: class index.
+    include_prefix: also return the CLS / register tokens' relevance (first).
+
+  Returns:
+    float[num_patches], or float[num_tokens] with ``include_prefix``.
+
+  Example:
+    >>> from flax import nnx; from xattr.models.vit import ViT, config; from xattr.jobs import placeholder_module
+    >>> m = placeholder_module(lambda: ViT(config("nano/8", image_size=16, num_channels=1, num_classes=3),
+    ...                                    rngs=nnx.Rngs(0)))                       # zero weights: shapes only
+    >>> lrp(m, jnp.linspace(0, 1, 256).reshape(16, 16, 1), 0).shape
+    (4,)
+  """
+  trace, grad_tokens, _ = _vit_gradients(model, image, target, conservative=True)
+  relevance = (trace.tokens[0] * grad_tokens[0]).sum(-1)
+  return relevance if include_prefix else relevance[model.num_prefix_tokens:]

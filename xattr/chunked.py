@@ -2,7 +2,8 @@
 
 :func:`map_chunks` applies a jitted function to fixed-size chunks of its inputs and writes each finished chunk
 to disk (write to a temporary file, then rename, so a kill never leaves a half-written chunk). Run again with
-the same ``tag`` it loads the finished chunks and computes only the rest. The last chunk is padded (repeating its
+the same ``tag`` it loads the finished chunks and computes only the rest (chunks are
+:mod:`xattr.artifacts` bundles). The last chunk is padded (repeating its
 last row) so the function compiles once.
 
 Example:
@@ -29,7 +30,7 @@ import numpy as np
 import tqdm
 from absl import logging
 
-from xattr import _checks
+from xattr import _checks, artifacts
 
 __all__ = ["map_chunks"]
 
@@ -52,15 +53,6 @@ def _as_dict(out: Any) -> dict[str, Any]:
   raise TypeError(f"fn must return a dict or NamedTuple of arrays, got {type(out).__name__}.")
 
 
-def _load(path: str, tag: str) -> dict[str, np.ndarray] | None:
-  if not os.path.exists(path):
-    return None
-  with np.load(path) as saved:
-    if str(saved["tag"]) != tag:
-      return None
-    return {k: saved[k] for k in saved.files if k != "tag"}
-
-
 def map_chunks(fn: Callable[[Any], Any], inputs: Any, *, chunk_size: int, directory: str | os.PathLike | None = None,
                tag: str = "", desc: str = "chunks", progress: bool = True) -> dict[str, np.ndarray]:
   """``fn(chunk) -> dict/NamedTuple of [chunk, ...] arrays`` over ``inputs`` chunk by chunk, resumably.
@@ -70,7 +62,8 @@ def map_chunks(fn: Callable[[Any], Any], inputs: Any, *, chunk_size: int, direct
     inputs: pytree of arrays sharing the leading (example) axis.
     chunk_size: rows per call; every call gets exactly this many (the last chunk is padded).
     directory: where finished chunks go (``chunk_<start>_<end>.npz``); None keeps nothing.
-    tag: a fingerprint of everything the results depend on; saved chunks with another tag are recomputed.
+    tag: a fingerprint of everything the results depend on (see :func:`xattr.artifacts.fingerprint`); saved
+      chunks with another tag are recomputed.
     desc: progress-bar label.
     progress: show a tqdm bar.
 
@@ -86,15 +79,13 @@ def map_chunks(fn: Callable[[Any], Any], inputs: Any, *, chunk_size: int, direct
     for start in range(0, n, chunk_size):
       end = min(start + chunk_size, n)
       path = os.path.join(directory, f"chunk_{start:06d}_{end:06d}.npz") if directory is not None else None
-      chunk = _load(path, tag) if path else None
+      chunk = artifacts.load(path, tag) if path else None
       if chunk is None:
         idx = np.minimum(np.arange(start, start + chunk_size), end - 1)
         out = _as_dict(fn(jax.tree.map(lambda a: a[idx], inputs)))
         chunk = {k: np.asarray(v)[:end - start] for k, v in out.items()}
         if path:
-          tmp = path + ".tmp.npz"
-          np.savez(tmp, tag=np.array(tag), **chunk)
-          os.replace(tmp, path)
+          artifacts.save(path, chunk, tag)
       else:
         reused += 1
       parts.append(chunk)

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xattr import _checks
+from xattr import _checks, games
 from xattr import masks as masks_lib
 
 Game = Callable[[jax.Array], jax.Array]
@@ -68,24 +68,6 @@ def _check_attribution(attribution: jax.Array, name: str = "attribution") -> jax
                      f"output, e.g. games.select(game, c) with {name}[:, c]), got shape {tuple(attribution.shape)}.")
   _checks.finite(name, attribution)
   return attribution
-
-
-def _evaluate(game: Game, masks: jax.Array, batch_size: int | None) -> jax.Array:
-  """Game values float32[n] or [n, k]; one call, or ``lax.map`` over chunks of ``batch_size`` masks."""
-  n, d = masks.shape
-  if batch_size is None or n <= batch_size:
-    out = jnp.asarray(game(masks))
-  else:
-    bs = _checks.positive_int("batch_size", batch_size)
-    chunks = -(-n // bs)
-    padded = jnp.zeros((chunks * bs, d), bool).at[:n].set(masks)
-    out = jax.lax.map(game, padded.reshape(chunks, bs, d))
-    out = out.reshape(chunks * bs, *out.shape[2:])[:n]
-  if out.ndim not in (1, 2) or out.shape[0] != n:
-    raise ValueError(f"game must map bool[n, num_players] to float[n] or float[n, k]; for n = {n} masks it "
-                     f"returned shape {tuple(out.shape)}.")
-  _checks.finite("game values", out, "Check the model, the link function and the input.")
-  return out.astype(jnp.float32)
 
 
 def ranking(attribution: jax.Array) -> jax.Array:
@@ -166,7 +148,7 @@ def _curve(game: Game, attribution: jax.Array, num_steps: int | None, deletion: 
            batch_size: int | None) -> Curve:
   masks = curve_masks(attribution, num_steps=num_steps, deletion=deletion)
   fractions = jnp.asarray(curve_sizes(masks.shape[1], num_steps) / masks.shape[1], jnp.float32)
-  return Curve(fractions, _evaluate(game, masks, batch_size))
+  return Curve(fractions, games.evaluate(game, masks, batch_size=batch_size))
 
 
 def insertion_curve(game: Game, attribution: jax.Array, *, num_steps: int | None = None,
@@ -243,7 +225,7 @@ def insertion_deletion_curves(game: Game, attribution: jax.Array, *, num_steps: 
   dele = curve_masks(attribution, num_steps=num_steps, deletion=True)
   s, d = ins.shape
   fractions = jnp.asarray(curve_sizes(d, num_steps) / d, jnp.float32)
-  values = _evaluate(game, jnp.concatenate([ins, dele]), batch_size)
+  values = games.evaluate(game, jnp.concatenate([ins, dele]), batch_size=batch_size)
   return Curve(fractions, values[:s]), Curve(fractions, values[s:])
 
 
@@ -303,7 +285,7 @@ def sensitivity_n(game: Game, attribution: jax.Array, key: jax.Array, *, sizes: 
                      f"got {sizes}.")
   m = _checks.positive_int("num_samples", num_samples, minimum=2)
   removed = _removed_subsets(key, tuple(sizes), m, d)
-  values = _evaluate(game, jnp.concatenate([jnp.ones((1, d), bool), ~removed]), batch_size)
+  values = games.evaluate(game, jnp.concatenate([jnp.ones((1, d), bool), ~removed]), batch_size=batch_size)
   if attribution.ndim == 2 and (values.ndim == 1 or values.shape[1] != attribution.shape[1]):
     raise ValueError(f"attribution has shape {tuple(attribution.shape)} (one column per game output) but the game "
                      f"returns shape {tuple(values.shape)}; pass float[num_players] or match the outputs.")

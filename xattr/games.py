@@ -1,8 +1,10 @@
 """Cooperative games built from a model and an input by removing features.
 
 A *game* is any function ``bool[n, d] -> float[n]`` or ``float[n, k]``: it scores a batch of coalitions at once
-(True = player kept). The constructors below close over the model and the input, so an estimator sees only the
-game and stays usable inside ``jit``/``vmap``/``grad``. Everything here evaluates its whole mask batch in one
+(True = player kept). The constructors below return callable pytrees: their arrays (the input, the reference,
+the background, group matrices, labels) are leaves and the model function is static. An estimator therefore
+compiles once per model and shapes and reuses that program for every new input, and the games stay usable
+inside ``jit``/``vmap``/``grad`` (as closures or as arguments). Everything here evaluates its whole mask batch in one
 model call: the marginal game flattens (masks x background rows) into a single batch.
 
 Removal:
@@ -36,8 +38,47 @@ from xattr import masks as masks_lib
 Game = Callable[[jax.Array], jax.Array]
 Link = str | Callable[[jax.Array], jax.Array] | None
 
-__all__ = ["Game", "LINKS", "get_link", "baseline", "marginal", "surrogate", "grouped", "restrict",
+__all__ = ["Game", "LINKS", "get_link", "evaluate", "baseline", "marginal", "surrogate", "grouped", "restrict",
            "select", "loss"]
+
+
+def evaluate(game: Game, masks: jax.Array, *, batch_size: int | None = None,
+             check_finite: bool = True) -> jax.Array:
+  """Game values float32[n] or [n, k] on ``masks``: one call, or ``lax.map`` over chunks of ``batch_size`` masks.
+
+  The one chunked game evaluation of the library (estimators, curves, baselines): a large batch of coalitions
+  never has to fit in memory at once; the whole chunks share one shape (one trace inside ``lax.map``) and the
+  remainder is one more call, so the game never sees padding rows.
+
+  Args:
+    game: bool[n, d] -> float[n] or float[n, k].
+    masks: bool[n, d].
+    batch_size: None evaluates all masks in one call; an int bounds the masks per call (whole chunks, then
+      the remainder: the game sees exactly the n masks, no padding rows).
+    check_finite: raise on NaN/inf values of a concrete (not traced) result.
+
+  Example:
+    >>> v = lambda m: m.astype(jnp.float32) @ jnp.array([1.0, 2.0])
+    >>> evaluate(v, jnp.array([[True, False], [True, True], [False, True]]), batch_size=2).tolist()
+    [1.0, 3.0, 2.0]
+  """
+  _checks.mask_batch("masks", masks)
+  n, d = masks.shape
+  if batch_size is None or n <= batch_size:
+    out = jnp.asarray(game(masks))
+  else:
+    bs = _checks.positive_int("batch_size", batch_size)
+    full, rest = divmod(n, bs)                     # whole chunks through lax.map, the remainder in one call
+    out = jax.lax.map(game, masks[:full * bs].reshape(full, bs, d))
+    out = jnp.asarray(out).reshape(full * bs, *out.shape[2:])
+    if rest:
+      out = jnp.concatenate([out, jnp.asarray(game(masks[full * bs:])).astype(out.dtype)])
+  if out.ndim not in (1, 2) or out.shape[0] != n:
+    raise ValueError(f"game must map bool[n, num_players] to float[n] or float[n, k]; for n = {n} masks it "
+                     f"returned shape {tuple(out.shape)}.")
+  if check_finite:
+    _checks.finite("game values", out, "Check the model, the link function and the input.")
+  return out.astype(jnp.float32)
 
 
 def _logit(p: jax.Array) -> jax.Array:
@@ -86,6 +127,112 @@ def _check_game_input(mask: jax.Array) -> None:
   _checks.mask_batch("mask", mask)
 
 
+class _Game:
+  """A callable pytree: the attributes in ``_leaves`` are its children (arrays or inner games), ``_static`` are
+  hashable aux data (model functions, links, indices), so ``jit`` keys its cache on them and traces the rest."""
+
+  _leaves: tuple[str, ...] = ()
+  _static: tuple[str, ...] = ()
+
+  def tree_flatten(self):
+    return tuple(getattr(self, n) for n in self._leaves), tuple(getattr(self, n) for n in self._static)
+
+  @classmethod
+  def tree_unflatten(cls, aux, children):
+    obj = object.__new__(cls)
+    for name, value in zip(cls._leaves + cls._static, tuple(children) + tuple(aux)):
+      object.__setattr__(obj, name, value)
+    return obj
+
+  @classmethod
+  def build(cls, **fields):
+    return cls.tree_unflatten(tuple(fields[n] for n in cls._static), tuple(fields[n] for n in cls._leaves))
+
+  def __repr__(self) -> str:
+    return f"games.{type(self).__name__.strip('_').lower()}(...)"
+
+
+def _model_output(out: jax.Array, rows: int, name: str) -> jax.Array:
+  """Checks that a model mapped a batch of ``rows`` inputs to float[rows] or float[rows, k]."""
+  out = jnp.asarray(out)
+  if out.ndim == 0 or out.shape[0] != rows:
+    raise ValueError(f"{name} must map a batch float[b, *x.shape] to float[b] or float[b, k] (one output row per "
+                     f"input row); for b = {rows} inputs it returned shape {tuple(out.shape)}. A model that returns "
+                     f"a scalar per batch needs e.g. jax.vmap or a per-row output.")
+  return out
+
+
+@jax.tree_util.register_pytree_node_class
+class _Baseline(_Game):
+  _leaves, _static = ("x", "reference"), ("model_fn", "link_fn")
+
+  def __call__(self, mask: jax.Array) -> jax.Array:
+    _check_game_input(mask)
+    keep = _feature_mask(mask, self.x.shape)
+    out = _model_output(self.model_fn(jnp.where(keep, self.x, self.reference)), mask.shape[0], "model_fn")
+    return self.link_fn(out)
+
+
+@jax.tree_util.register_pytree_node_class
+class _Marginal(_Game):
+  _leaves, _static = ("x", "background"), ("model_fn", "link_fn")
+
+  def __call__(self, mask: jax.Array) -> jax.Array:
+    _check_game_input(mask)
+    x, background = self.x, self.background
+    m = background.shape[0]
+    keep = _feature_mask(mask, x.shape)[:, None]                      # [n, 1, *x]
+    inputs = jnp.where(keep, x, background[None])                     # [n, m, *x]
+    out = _model_output(self.model_fn(inputs.reshape(-1, *x.shape)), mask.shape[0] * m, "model_fn")
+    out = out.reshape(mask.shape[0], m, *out.shape[1:]).mean(axis=1)
+    return self.link_fn(out)
+
+
+@jax.tree_util.register_pytree_node_class
+class _Surrogate(_Game):
+  _leaves, _static = ("x",), ("masked_model_fn", "link_fn")
+
+  def __call__(self, mask: jax.Array) -> jax.Array:
+    _check_game_input(mask)
+    xb = jnp.broadcast_to(self.x, (mask.shape[0], *self.x.shape))
+    return self.link_fn(_model_output(self.masked_model_fn(xb, mask), mask.shape[0], "masked_model_fn"))
+
+
+@jax.tree_util.register_pytree_node_class
+class _Grouped(_Game):
+  _leaves = ("game", "groups")
+
+  def __call__(self, mask: jax.Array) -> jax.Array:
+    _checks.mask_batch("mask", mask, self.groups.shape[0])
+    return self.game(masks_lib.expand_groups(mask, self.groups))
+
+
+@jax.tree_util.register_pytree_node_class
+class _Restrict(_Game):
+  _leaves, _static = ("game",), ("players", "num_features")
+
+  def __call__(self, mask: jax.Array) -> jax.Array:
+    _checks.mask_batch("mask", mask, len(self.players))
+    full = jnp.ones((mask.shape[0], self.num_features), bool).at[:, np.asarray(self.players)].set(mask)
+    return self.game(full)
+
+
+@jax.tree_util.register_pytree_node_class
+class _Select(_Game):
+  _leaves, _static = ("game",), ("index",)
+
+  def __call__(self, mask: jax.Array) -> jax.Array:
+    return self.game(mask)[..., self.index]
+
+
+@jax.tree_util.register_pytree_node_class
+class _Loss(_Game):
+  _leaves, _static = ("game", "label"), ("loss_fn",)
+
+  def __call__(self, mask: jax.Array) -> jax.Array:
+    return -self.loss_fn(self.game(mask), self.label)
+
+
 def baseline(model_fn: Callable[[jax.Array], jax.Array], x: jax.Array, reference: jax.Array, *,
              link: Link = None) -> Game:
   """Game that replaces held-out features with a fixed reference.
@@ -106,14 +253,7 @@ def baseline(model_fn: Callable[[jax.Array], jax.Array], x: jax.Array, reference
   """
   x = jnp.asarray(x)
   reference = jnp.broadcast_to(jnp.asarray(reference, x.dtype), x.shape)
-  link_fn = get_link(link)
-
-  def game(mask: jax.Array) -> jax.Array:
-    _check_game_input(mask)
-    keep = _feature_mask(mask, x.shape)
-    return link_fn(model_fn(jnp.where(keep, x, reference)))
-
-  return game
+  return _Baseline.build(x=x, reference=reference, model_fn=model_fn, link_fn=get_link(link))
 
 
 def marginal(model_fn: Callable[[jax.Array], jax.Array], x: jax.Array, background: jax.Array, *,
@@ -143,18 +283,7 @@ def marginal(model_fn: Callable[[jax.Array], jax.Array], x: jax.Array, backgroun
   if background.ndim != x.ndim + 1 or background.shape[1:] != x.shape:
     raise ValueError(f"background must have shape [num_rows, *x.shape] = [m, {', '.join(map(str, x.shape))}], "
                      f"got {tuple(background.shape)}.")
-  link_fn = get_link(link)
-  m = background.shape[0]
-
-  def game(mask: jax.Array) -> jax.Array:
-    _check_game_input(mask)
-    keep = _feature_mask(mask, x.shape)[:, None]                      # [n, 1, *x]
-    inputs = jnp.where(keep, x, background[None])                     # [n, m, *x]
-    out = model_fn(inputs.reshape(-1, *x.shape))
-    out = out.reshape(mask.shape[0], m, *out.shape[1:]).mean(axis=1)
-    return link_fn(out)
-
-  return game
+  return _Marginal.build(x=x, background=background, model_fn=model_fn, link_fn=get_link(link))
 
 
 def surrogate(masked_model_fn: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array, *,
@@ -174,15 +303,7 @@ def surrogate(masked_model_fn: Callable[[jax.Array, jax.Array], jax.Array], x: j
     >>> surrogate(f, jnp.array([1.0, 2.0]))(jnp.array([[False, True]])).tolist()
     [2.0]
   """
-  x = jnp.asarray(x)
-  link_fn = get_link(link)
-
-  def game(mask: jax.Array) -> jax.Array:
-    _check_game_input(mask)
-    xb = jnp.broadcast_to(x, (mask.shape[0], *x.shape))
-    return link_fn(masked_model_fn(xb, mask))
-
-  return game
+  return _Surrogate.build(x=jnp.asarray(x), masked_model_fn=masked_model_fn, link_fn=get_link(link))
 
 
 def grouped(game: Game, groups: jax.Array | np.ndarray) -> Game:
@@ -204,12 +325,7 @@ def grouped(game: Game, groups: jax.Array | np.ndarray) -> Game:
   groups = jnp.asarray(groups, bool)
   if groups.ndim != 2:
     raise ValueError(f"groups must be a bool[num_players, num_features] matrix, got shape {tuple(groups.shape)}.")
-
-  def outer(mask: jax.Array) -> jax.Array:
-    _checks.mask_batch("mask", mask, groups.shape[0])
-    return game(masks_lib.expand_groups(mask, groups))
-
-  return outer
+  return _Grouped.build(game=game, groups=groups)
 
 
 def restrict(game: Game, players: Sequence[int], num_features: int) -> Game:
@@ -236,13 +352,7 @@ def restrict(game: Game, players: Sequence[int], num_features: int) -> Game:
     raise ValueError(f"players must be a non-empty list of indices in [0, {nf}), got {players.tolist()}.")
   if np.unique(players).size != players.size:
     raise ValueError(f"players must not repeat an index, got {players.tolist()}.")
-
-  def outer(mask: jax.Array) -> jax.Array:
-    _checks.mask_batch("mask", mask, players.size)
-    full = jnp.ones((mask.shape[0], nf), bool).at[:, players].set(mask)
-    return game(full)
-
-  return outer
+  return _Restrict.build(game=game, players=tuple(int(p) for p in players), num_features=nf)
 
 
 def select(game: Game, index: int) -> Game:
@@ -253,7 +363,7 @@ def select(game: Game, index: int) -> Game:
     >>> select(inner, 1)(jnp.array([[True, True]])).tolist()
     [-2.0]
   """
-  return lambda mask: game(mask)[..., index]
+  return _Select.build(game=game, index=index)
 
 
 def _cross_entropy(probs: jax.Array, label: jax.Array) -> jax.Array:
@@ -287,5 +397,4 @@ def loss(game: Game, label: jax.Array, loss_fn: str | Callable[[jax.Array, jax.A
     if loss_fn not in _LOSSES:
       raise ValueError(f"loss_fn must be a callable or one of {sorted(_LOSSES)}, got {loss_fn!r}.")
     loss_fn = _LOSSES[loss_fn]
-  label = jnp.asarray(label)
-  return lambda mask: -loss_fn(game(mask), label)
+  return _Loss.build(game=game, label=jnp.asarray(label), loss_fn=loss_fn)

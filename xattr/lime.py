@@ -62,8 +62,18 @@ def lime(game: Callable[[jax.Array], jax.Array], num_players: int, key: jax.Arra
                      f"(intercept included) and needs num_samples >= {d + 1}.")
   if not kernel_width > 0:
     raise ValueError(f"kernel_width must be > 0, got {kernel_width}.")
+  _checks.prng_key("key", key)
+  est, ok = _loop.dispatch(_lime, game, key, num_players=d, num_samples=n, kernel_width=float(kernel_width),
+                           ridge=float(ridge), batch_size=_checks.positive_int("batch_size", batch_size),
+                           threshold=float(threshold))
+  _loop.check_result("lime", est, ok)
+  return est
+
+
+def _lime(game, key, *, num_players, num_samples, kernel_width, ridge, batch_size, threshold):
+  d, n = num_players, num_samples
   z = masks_lib.uniform_cardinality(key, d, n).at[0].set(True)
-  y = _loop.evaluate_chunked(game, z, _checks.positive_int("batch_size", batch_size))      # [n, k]
+  y = _loop.evaluate_chunked(game, z, batch_size)                                          # [n, k]
   weights = lime_kernel(z.sum(1), d, kernel_width)
   x = jnp.concatenate([jnp.ones((n, 1)), z.astype(jnp.float32)], axis=1)                   # [n, d + 1]
   penalty = ridge * jnp.diag(jnp.ones(d + 1).at[0].set(0.0))
@@ -73,9 +83,8 @@ def lime(game: Callable[[jax.Array], jax.Array], num_players: int, key: jax.Arra
   meat = jnp.einsum("ni,nk,nj->kij", x * weights[:, None], resid ** 2, x * weights[:, None])
   var = jnp.einsum("ai,kij,aj->ak", bread, meat, bread)
   values, std = beta[1:], jnp.sqrt(jnp.maximum(var[1:], 0.0))
-  converged = _loop.relative_std(values, std) < threshold
-  scalar = jnp.ndim(game(z[:1])) == 1
+  converged = _loop.converged_flag(values, std, threshold)
+  _, scalar = _loop.output_shape(game, d)
   est = Estimate(values[:, 0] if scalar else values, std[:, 0] if scalar else std, jnp.asarray(n, jnp.int32),
                  converged)
-  _loop.check_result("lime", est, jnp.all(jnp.isfinite(y)))
-  return est
+  return est, jnp.all(jnp.isfinite(y))

@@ -31,9 +31,15 @@ def leave_one_out(game: Callable[[jax.Array], jax.Array], num_players: int) -> j
     float[d] or float[d, k].
   """
   d = _checks.positive_int("num_players", num_players)
+  phi, ok = _loop.dispatch(_leave_one_out, game, num_players=d)
+  _loop.check_result("leave_one_out", phi, ok)
+  return phi
+
+
+def _leave_one_out(game, *, num_players):
+  d = num_players
   masks = jnp.concatenate([jnp.ones((1, d), bool), ~jnp.eye(d, dtype=bool)])
   raw = game(masks)
   values = _loop.call_game(lambda _: raw, masks)
   phi = values[0] - values[1:]
-  _loop.check_result("leave_one_out", phi, jnp.all(jnp.isfinite(values)))
-  return phi[:, 0] if jnp.ndim(raw) == 1 else phi
+  return (phi[:, 0] if jnp.ndim(raw) == 1 else phi), jnp.all(jnp.isfinite(values))

@@ -60,6 +60,7 @@ def subsets_of_size(key: jax.Array, sizes: jax.Array, num_players: int) -> jax.A
     >>> z.sum(axis=1).tolist()
     [0, 2, 5]
   """
+  _checks.prng_key("key", key)
   n, d = sizes.shape[0], num_players
   # Unique integer keys: random high bits, the column index in the low bits (so no two keys tie). Keeping the
   # k largest keys of a row is a uniform k-subset (a tie in the high bits, chance ~d^2 / 2^(33 - low), only
@@ -94,6 +95,7 @@ def with_size_probs(key: jax.Array, num_players: int, num_samples: int, size_pro
     >>> z.sum(1).tolist()
     [2, 2, 2, 2, 2, 2]
   """
+  _checks.prng_key("key", key)
   d = _checks.positive_int("num_players", num_players)
   _checks.positive_int("num_samples", num_samples)
   size_probs = np.asarray(size_probs, np.float64)
@@ -135,6 +137,7 @@ def shapley_kernel(key: jax.Array, num_players: int, num_samples: int, *, paired
     >>> bool(((z.sum(1) > 0) & (z.sum(1) < 10)).all())
     True
   """
+  _checks.prng_key("key", key)
   d = _checks.positive_int("num_players", num_players, minimum=2)
   _checks.positive_int("num_samples", num_samples)
   with np.errstate(divide="ignore"):
@@ -153,6 +156,7 @@ def uniform_cardinality(key: jax.Array, num_players: int, num_samples: int, *,
     >>> uniform_cardinality(jax.random.key(0), 5, 4).shape
     (4, 5)
   """
+  _checks.prng_key("key", key)
   d = _checks.positive_int("num_players", num_players)
   _checks.positive_int("num_samples", num_samples)
   return _sample_with_sizes(key, d, num_samples, paired, np.zeros(d + 1))
@@ -167,6 +171,7 @@ def bernoulli(key: jax.Array, num_players: int, num_samples: int, *, p: float = 
     >>> bernoulli(jax.random.key(0), 5, 4, p=0.3).shape
     (4, 5)
   """
+  _checks.prng_key("key", key)
   d = _checks.positive_int("num_players", num_players)
   _checks.positive_int("num_samples", num_samples)
   p = _checks.probability("p", p)
@@ -194,6 +199,7 @@ def permutations(key: jax.Array, num_players: int, num_samples: int, *, antithet
     >>> perms[1].tolist() == perms[0][::-1].tolist()
     True
   """
+  _checks.prng_key("key", key)
   d = _checks.positive_int("num_players", num_players)
   _checks.positive_int("num_samples", num_samples)
   _checks.even_if_paired(num_samples, antithetic)

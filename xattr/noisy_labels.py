@@ -9,11 +9,14 @@ handful of model evaluations per training input is enough: the explainer average
 Each generator explains ONE input with a fixed budget of game evaluations; :func:`generate` runs it over a
 dataset with :func:`xattr.parallel.explain_batch` (jitted, vmapped, sharded over the mesh, per-example keys
 ``fold_in(key, i)``, so the labels do not depend on the device count or chunking). :func:`generate_cached`
-saves them to an ``.npz`` once and reloads them on later calls (and resumed runs); :func:`epoch_key` gives fresh,
+saves them once with :func:`xattr.artifacts.compute_or_load` (fingerprinted by the tag, inputs, key and library
+source) and reloads them on later calls (and resumed runs); :func:`epoch_key` gives fresh,
 reproducible labels per epoch for on-the-fly regeneration.
 
-``budget`` is the number of model evaluations per label, and every method's exact count is reported by
-:func:`evaluations_per_label`:
+Every method comes from :mod:`xattr.methods`: any registered method that explains a game and has a budget rule
+can make labels (:func:`label_methods`), with the settings of its budget rule. ``budget`` is the number of model
+evaluations per label, and every method's exact count is reported by :func:`evaluations_per_label`; the
+built-in rules:
 
   * ``kernel_shap``: ``budget - 2`` coalitions (+ grand and null), paired; the original estimator (A estimated
     from the samples) from 4d coalitions on, the unbiased one (closed-form A) below. Target: Shapley values.
@@ -33,37 +36,44 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from xattr import _checks, banzhaf, lime, parallel, shapley
-from xattr.estimate import Estimate
+from xattr import _checks, artifacts, methods, parallel
 
-__all__ = ["METHODS", "TARGETS", "estimator_kwargs", "evaluations_per_label", "labeler", "generate",
-           "generate_cached", "epoch_key"]
+__all__ = ["label_methods", "estimator_kwargs", "evaluations_per_label", "labeler", "generate", "generate_cached",
+           "epoch_key"]
 
 Game = Callable[[jax.Array], jax.Array]
 Labeler = Callable[[jax.Array, jax.Array], dict[str, jax.Array]]
 
-METHODS = ("kernel_shap", "permutation", "banzhaf_msr", "lime")
-TARGETS = {"kernel_shap": "shapley", "permutation": "shapley", "banzhaf_msr": "banzhaf", "lime": "lime"}
+
+def label_methods() -> tuple[str, ...]:
+  """The registered methods that can make labels: they explain a game and have a budget rule.
+
+  Example:
+    >>> label_methods()[:4]
+    ('kernel_shap', 'permutation', 'banzhaf_msr', 'lime')
+  """
+  return tuple(n for n in methods.names(needs="game") if methods.get(n).budget_rule is not None)
 
 
 def _check_method(method: str) -> str:
-  if method not in METHODS:
-    raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+  if method not in label_methods():
+    raise ValueError(f"method must be one of {label_methods()} (registered game methods with a budget rule, see "
+                     f"xattr.methods.register), got {method!r}.")
   return method
 
 
 def estimator_kwargs(method: str, num_players: int, budget: int) -> dict[str, Any]:
-  """The estimator's sampling arguments that spend (at most) ``budget`` model evaluations per label.
+  """The estimator's sampling arguments that spend (at most) ``budget`` model evaluations per label: the method's
+  budget rule (:func:`xattr.methods.settings_for`).
 
   Example:
     >>> estimator_kwargs("permutation", 5, 34)
@@ -71,24 +81,12 @@ def estimator_kwargs(method: str, num_players: int, budget: int) -> dict[str, An
   """
   _check_method(method)
   d = _checks.positive_int("num_players", num_players, minimum=2)
-  budget = _checks.positive_int("budget", budget)
-  if method == "kernel_shap":
-    num_samples = (budget - 2) - (budget - 2) % 2
-    if num_samples < 2:
-      raise ValueError(f"budget must be >= 4 for kernel_shap (grand, null and one pair), got {budget}.")
-    # The original estimator's sampled system is (nearly) singular below a few samples per player (errors of
-    # 10^3 and more at 2d-3d samples, d = 13): there the unbiased estimator (closed-form A) is far better.
-    return dict(num_samples=num_samples, exact_a=num_samples < 4 * d)
-  if method == "permutation":
-    orderings = max(2, (budget - 2) // (d - 1))
-    return dict(num_permutations=orderings - orderings % 2)
-  if method == "banzhaf_msr":
-    return dict(num_samples=budget)
-  return dict(num_samples=max(budget, d + 1))
+  return methods.settings_for(method, d, _checks.positive_int("budget", budget))
 
 
 def evaluations_per_label(method: str, num_players: int, budget: int) -> int:
-  """Model evaluations one label actually costs (grand and null included where the estimator uses them).
+  """Model evaluations one label actually costs (grand and null included where the estimator uses them); the
+  budget itself for a method that does not count its evaluations.
 
   Example:
     >>> evaluations_per_label("permutation", 5, 34), evaluations_per_label("lime", 10, 4)
@@ -96,23 +94,8 @@ def evaluations_per_label(method: str, num_players: int, budget: int) -> int:
     >>> evaluations_per_label("kernel_shap", 4, 100)      # every one of the 2^4 coalitions, exact
     16
   """
-  kw = estimator_kwargs(method, num_players, budget)
-  if method == "kernel_shap":
-    # A budget that covers every coalition is spent on enumerating them (exact values), no more.
-    return min(kw["num_samples"], 2 ** num_players - 2) + 2
-  if method == "permutation":
-    return kw["num_permutations"] * (num_players - 1) + 2
-  return kw["num_samples"]
-
-
-def _estimate(method: str, game: Game, d: int, key: jax.Array, kw: dict[str, Any], batch_size: int) -> Estimate:
-  if method == "kernel_shap":
-    return shapley.kernel_shap(game, d, key, batch_size=batch_size, **kw)
-  if method == "permutation":
-    return shapley.permutation(game, d, key, batch_size=batch_size, **kw)
-  if method == "banzhaf_msr":
-    return banzhaf.msr(game, d, key, batch_size=batch_size, **kw)
-  return lime.lime(game, d, key, batch_size=batch_size, **kw)
+  count = methods.evaluations(method, num_players, estimator_kwargs(method, num_players, budget))
+  return int(budget) if count is None else count
 
 
 def labeler(game_of_x: Callable[[jax.Array], Game], method: str, num_players: int, budget: int, *,
@@ -124,20 +107,24 @@ def labeler(game_of_x: Callable[[jax.Array], Game], method: str, num_players: in
 
   Args:
     game_of_x: ``x -> game`` (e.g. ``lambda x: games.baseline(model_fn, x, reference)``).
-    method: one of :data:`METHODS`.
+    method: one of :func:`label_methods`.
     num_players: d.
     budget: model evaluations per label (see :func:`estimator_kwargs`).
-    batch_size: coalitions per game call.
+    batch_size: coalitions per game call (for methods that take a ``batch_size``).
   """
   _check_method(method)
   d = _checks.positive_int("num_players", num_players, minimum=2)
   kw = estimator_kwargs(method, d, budget)
   batch_size = _checks.positive_int("batch_size", batch_size)
+  if "batch_size" in methods.get(method).settings:
+    kw["batch_size"] = batch_size
+  evals = evaluations_per_label(method, d, budget)
 
   def label(x: jax.Array, key: jax.Array) -> dict[str, jax.Array]:
-    est = _estimate(method, game_of_x(x), d, key, kw, batch_size)
+    est = methods.attribute(method, methods.Problem(game=game_of_x(x), num_players=d), key, **kw)
     values = est.values if est.values.ndim == 2 else est.values[:, None]    # always [d, k]
-    return {"values": values, "num_evals": est.num_evals}
+    num_evals = jnp.asarray(evals, jnp.int32) if est.num_evals is None else est.num_evals
+    return {"values": values, "num_evals": num_evals}
 
   return label
 
@@ -161,20 +148,17 @@ def generate(label: Labeler, inputs: Any, key: jax.Array, *, mesh: Mesh | None =
   return {k: np.asarray(v) for k, v in out.items()}
 
 
-def _tag(parts: Any) -> str:
-  return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def generate_cached(path: str | os.PathLike, label: Labeler, inputs: Any, key: jax.Array, *, tag: Any,
                     mesh: Mesh | None = None, chunk_size: int | None = None,
                     progress: bool = True) -> dict[str, np.ndarray]:
   """:func:`generate`, saved to ``path`` (``.npz``) and reloaded instead of recomputed when ``tag`` matches.
 
   Args:
-    path: the ``.npz`` file (written atomically: temporary file, then rename).
+    path: the ``.npz`` file (written atomically by :func:`xattr.artifacts.save`).
     label, inputs, key, mesh, chunk_size, progress: as for :func:`generate`.
-    tag: any JSON-serialisable description of everything the labels depend on (method, budget, model, data,
-      seed): saved labels with another tag are regenerated. The key's data is added to it.
+    tag: any JSON-serialisable description of everything else the labels depend on (method, budget, model,
+      seed). The fingerprint (:func:`xattr.artifacts.fingerprint`) adds the inputs, the key and the xattr
+      source: saved labels with another fingerprint are regenerated.
 
   Example:
     >>> import tempfile, jax.numpy as jnp
@@ -186,18 +170,9 @@ def generate_cached(path: str | os.PathLike, label: Labeler, inputs: Any, key: j
     >>> bool((a["values"] == b["values"]).all()), os.path.exists(path)
     (True, True)
   """
-  path = os.fspath(path)
-  full_tag = _tag([tag, np.asarray(jax.random.key_data(key)).tolist()])
-  if os.path.exists(path):
-    with np.load(path) as saved:
-      if str(saved["tag"]) == full_tag:
-        return {k: saved[k] for k in saved.files if k != "tag"}
-  out = generate(label, inputs, key, mesh=mesh, chunk_size=chunk_size, progress=progress)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp.npz"
-  np.savez(tmp, tag=np.array(full_tag), **out)
-  os.replace(tmp, path)
-  return out
+  fp = artifacts.fingerprint(tag, data={"inputs": inputs, "key": key})
+  return artifacts.compute_or_load(
+      path, fp, lambda: generate(label, inputs, key, mesh=mesh, chunk_size=chunk_size, progress=progress))
 
 
 def epoch_key(key: jax.Array, epoch: int) -> jax.Array:

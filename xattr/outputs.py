@@ -45,15 +45,18 @@ import dataclasses
 import json
 import os
 import shutil
+import warnings
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import tensorstore as ts
 
-__all__ = ["ArraySpec", "Store", "Reader", "LazyArray", "StoreMismatchError", "create", "create_or_resume", "open",
-           "FORMAT"]
+from xattr import artifacts
+
+__all__ = ["ArraySpec", "Store", "Reader", "LazyArray", "StoreMismatchError", "UnfinishedRowsWarning", "UNFINISHED",
+           "create", "create_or_resume", "open", "FORMAT"]
 
 FORMAT = "xattr.outputs/1"
 _META = "meta.json"
@@ -61,6 +64,20 @@ _META = "meta.json"
 
 class StoreMismatchError(FileExistsError):
   """The output path holds a different job's results (or something that is not an xattr store)."""
+
+
+class UnfinishedRowsWarning(UserWarning):
+  """Rows of chunks that no job finished were read: they hold fill values (NaN, -1, False), not results."""
+
+
+UNFINISHED = ("warn", "raise", "ignore")
+
+
+def _check_unfinished(unfinished: str) -> str:
+  if unfinished not in UNFINISHED:
+    raise ValueError(f"unfinished must be one of {UNFINISHED} (reading rows of unfinished chunks), got "
+                     f"{unfinished!r}.")
+  return unfinished
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,23 +99,15 @@ class ArraySpec:
 # Files
 # ---------------------------------------------------------------------------------------------------------------
 
-def _atomic_write_text(path: str, text: str) -> None:
-  """Writes ``text`` to ``path`` via a temporary file, fsync and rename: a reader sees the old file or the new one."""
-  tmp = f"{path}.tmp.{os.getpid()}"
-  try:
-    with builtins.open(tmp, "w") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
 def _fill_value(dtype: np.dtype) -> Any:
-  # NaN marks never-written float rows (the reader also knows which chunks are done from the markers).
-  return "NaN" if np.issubdtype(dtype, np.floating) else (False if dtype == np.bool_ else 0)
+  # Never-written rows read as values no result can have: NaN for floats, -1 for the int arrays (labels,
+  # predictions, targets, evaluation counts are all >= 0). Booleans have no such value; the reader warns about
+  # rows of unfinished chunks whatever the dtype (it knows which chunks are done from the markers).
+  if np.issubdtype(dtype, np.floating):
+    return "NaN"
+  if dtype == np.bool_:
+    return False
+  return int(np.iinfo(dtype).max) if np.issubdtype(dtype, np.unsignedinteger) else -1
 
 
 def _array_spec(path: str, spec: ArraySpec | None, num_examples: int, chunk_size: int) -> dict[str, Any]:
@@ -157,9 +166,13 @@ class LazyArray:
     chunk_size: rows per on-disk chunk (iterate with :meth:`chunks` for bounded memory).
   """
 
-  def __init__(self, store: ts.TensorStore, chunk_size: int):
+  def __init__(self, store: ts.TensorStore, chunk_size: int, *, name: str = "array",
+               missing_chunks: Callable[[], list[int]] | None = None, unfinished: str = "warn"):
     self._store = store
     self.chunk_size = int(chunk_size)
+    self._name = name
+    self._missing_chunks = missing_chunks
+    self._unfinished = _check_unfinished(unfinished)
 
   @property
   def shape(self) -> tuple[int, ...]:
@@ -177,7 +190,29 @@ class LazyArray:
     return self.shape[0]
 
   def __getitem__(self, index: Any) -> np.ndarray:
-    return np.asarray(self._store[self._numpy_index(index)].read().result())
+    index = self._numpy_index(index)
+    self._check_finished(index)
+    return np.asarray(self._store[index].read().result())
+
+  def _check_finished(self, index: Any) -> None:
+    """Warns (or raises) when ``index`` reads rows of chunks that were never finished (they hold fill values)."""
+    if self._missing_chunks is None or self._unfinished == "ignore":
+      return
+    missing = self._missing_chunks()
+    if not missing:
+      return
+    first = index[0] if isinstance(index, tuple) and index else index
+    rows = np.arange(len(self)) if first is Ellipsis else np.arange(len(self))[first]
+    hit = sorted(set(np.unique(np.atleast_1d(rows) // self.chunk_size).tolist()) & set(missing))
+    if not hit:
+      return
+    message = (f"{self._name}: the rows read include unfinished chunk(s) {hit[:8]}{' ...' if len(hit) > 8 else ''} "
+               f"(rows {hit[0] * self.chunk_size}-{min((hit[0] + 1) * self.chunk_size, len(self)) - 1}, ...): they "
+               "hold fill values (NaN, -1 or False), not results. Rerun the job to finish them, or read only "
+               "finished chunks (reader.done_chunks()).")
+    if self._unfinished == "raise":
+      raise ValueError(message)
+    warnings.warn(message, UnfinishedRowsWarning, stacklevel=3)
 
   def _numpy_index(self, index: Any) -> Any:
     """numpy semantics for the example axis (tensorstore rejects out-of-range slices and negative indices)."""
@@ -215,8 +250,9 @@ class Reader:
     specs: name -> :class:`ArraySpec`.
   """
 
-  def __init__(self, path: str, meta: Mapping[str, Any]):
+  def __init__(self, path: str, meta: Mapping[str, Any], *, unfinished: str = "warn"):
     self.path = path
+    self.unfinished = _check_unfinished(unfinished)
     self.metadata = meta["metadata"]
     self.fingerprint = meta["fingerprint"]
     self.num_examples = int(meta["num_examples"])
@@ -259,7 +295,8 @@ class Reader:
     if name not in self._arrays:
       store = ts.open(_array_spec(os.path.join(self.path, "arrays", name), None, 0, 0), open=True,
                       read=True).result()
-      self._arrays[name] = LazyArray(store, self.chunk_size)
+      self._arrays[name] = LazyArray(store, self.chunk_size, name=f"{self.path}[{name!r}]",
+                                     missing_chunks=self.missing_chunks, unfinished=self.unfinished)
     return self._arrays[name]
 
   def verify(self) -> list[int]:
@@ -319,7 +356,7 @@ class Store(Reader):
     for future in futures:
       _result(future)
     marker = {"rows": [start, end], "checksums": {k: _checksum(a) for k, a in rows.items()}}
-    _atomic_write_text(os.path.join(self.path, "done", f"{chunk:08d}.json"), json.dumps(marker))
+    artifacts.save_json(os.path.join(self.path, "done", f"{chunk:08d}.json"), marker)
 
 
 def _result(future: Any) -> Any:
@@ -374,7 +411,7 @@ def create(path: str | os.PathLike, specs: Mapping[str, ArraySpec], *, num_examp
           "chunk_size": int(chunk_size), "arrays": {k: v.to_json() for k, v in specs.items()},
           "metadata": dict(metadata or {})}
   # meta.json last: a store without it was interrupted while being created and is recreated next time.
-  _atomic_write_text(os.path.join(path, _META), json.dumps(meta, indent=1, default=str))
+  artifacts.save_json(os.path.join(path, _META), meta)   # atomic: a reader sees no store or the whole header
   return Store(path, meta)
 
 
@@ -441,11 +478,15 @@ def create_or_resume(path: str | os.PathLike, specs: Mapping[str, ArraySpec], *,
                 metadata=metadata)
 
 
-def open(path: str | os.PathLike) -> Reader:  # noqa: A001 - the public name the issue asks for
+def open(path: str | os.PathLike, *, unfinished: str = "warn") -> Reader:  # noqa: A001 - the issue's public name
   """Opens a store for reading; arrays are read lazily when indexed.
+
+  Rows of chunks no job finished hold fill values that no result can have (NaN for floats, -1 for ints, False
+  for booleans); reading them warns (:class:`UnfinishedRowsWarning`) by default.
 
   Args:
     path: a store folder written by :func:`create` / an attribution job.
+    unfinished: what reading rows of unfinished chunks does: 'warn', 'raise' (ValueError) or 'ignore'.
 
   Returns:
     :class:`Reader`: ``reader["values"][a:b]`` reads rows a..b-1; ``reader.metadata`` holds the job description;
@@ -460,4 +501,4 @@ def open(path: str | os.PathLike) -> Reader:  # noqa: A001 - the public name the
     raise FileNotFoundError(f"No xattr output store at {path} (no {_META}); run the attribution job first, e.g. "
                             "python -m experiments.attribute --config=configs/attribute/breast_cancer.py "
                             "--workdir=runs/attribute.")
-  return Reader(path, meta)
+  return Reader(path, meta, unfinished=unfinished)

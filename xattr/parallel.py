@@ -34,24 +34,25 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
+from xattr import _checks
+
 PyTree = Any
 
-__all__ = ["make_mesh", "data_sharding", "replicated", "pad_to_multiple", "shard_batch", "explain_batch",
-           "initialize_distributed", "host_local_to_global"]
+__all__ = ["make_mesh", "axis_size", "data_sharding", "replicated", "pad_to_multiple", "shard_batch", "explain_batch",
+           "put", "to_host", "detect_multiprocess", "initialize_distributed", "host_local_to_global"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Meshes and shardings
 # ---------------------------------------------------------------------------------------------------------------
 
-def _positive_int(name: str, value: Any) -> int:
-  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-    raise ValueError(f"{name} must be a positive int, got {value!r}.")
-  return int(value)
+def axis_size(mesh: Any, axis_name: str = "data") -> int:
+  """The size of ``axis_name`` in ``mesh``, raising if ``mesh`` is not a Mesh with that axis.
 
-
-def _check_mesh(mesh: Any, axis_name: str) -> int:
-  """Returns the size of ``axis_name`` in ``mesh``, raising if ``mesh`` is not a Mesh with that axis."""
+  Example:
+    >>> axis_size(make_mesh(1)), axis_size(make_mesh(1), "data")
+    (1, 1)
+  """
   if not isinstance(mesh, Mesh):
     raise ValueError(f"mesh must be a jax.sharding.Mesh (see xattr.parallel.make_mesh), got "
                      f"{type(mesh).__name__}.")
@@ -89,7 +90,7 @@ def make_mesh(num_devices: int | None = None, axis_name: str = "data", *,
   available = list(jax.devices() if devices is None else devices)
   if not available:
     raise ValueError("devices must hold at least one device, got an empty sequence.")
-  n = len(available) if num_devices is None else _positive_int("num_devices", num_devices)
+  n = len(available) if num_devices is None else _checks.positive_int("num_devices", num_devices)
   if n > len(available):
     raise ValueError(f"num_devices={n} exceeds the {len(available)} available device(s) "
                      f"({available[0].platform}). On CPU, more can be simulated with "
@@ -104,7 +105,7 @@ def data_sharding(mesh: Mesh, axis_name: str = "data") -> NamedSharding:
     >>> data_sharding(make_mesh(1)).spec
     P('data',)
   """
-  _check_mesh(mesh, axis_name)
+  axis_size(mesh, axis_name)
   return NamedSharding(mesh, P(axis_name))
 
 
@@ -118,6 +119,57 @@ def replicated(mesh: Mesh) -> NamedSharding:
   if not isinstance(mesh, Mesh):
     raise ValueError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}.")
   return NamedSharding(mesh, P())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Placing values on a mesh and bringing them back, on one or many processes
+# ---------------------------------------------------------------------------------------------------------------
+
+def _put_leaf(a: Any, sharding: NamedSharding) -> jax.Array:
+  if isinstance(a, jax.Array) and not a.is_fully_addressable:
+    return jax.device_put(a, sharding)                      # already global: a resharding every process joins
+  if isinstance(a, jax.Array) and jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+    return jax.random.wrap_key_data(_put_leaf(jax.random.key_data(a), sharding), impl=jax.random.key_impl(a))
+  host = np.asarray(a)
+  # From a callback: each process fills only its own devices' pieces (device_put to devices of other
+  # processes is refused in a multi-process run).
+  return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def put(tree: PyTree, sharding: NamedSharding) -> PyTree:
+  """``jax.device_put(tree, sharding)`` that also works when ``sharding`` spans several processes.
+
+  In a multi-process run every process must pass the same values (the full array, not its own rows: for
+  per-process rows use :func:`host_local_to_global`); each one copies only the pieces of its own devices.
+  Typed PRNG keys are placed through their key data.
+
+  Example:
+    >>> put(np.arange(4.0), data_sharding(make_mesh(1))).sharding.spec
+    P('data',)
+  """
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+  return jax.tree.map(lambda a: _put_leaf(a, sharding), tree)
+
+
+def to_host(tree: PyTree) -> PyTree:
+  """Every leaf as a numpy array on every process (a collective when a leaf spans several processes).
+
+  Arrays that are not fully addressable (sharded over devices of other processes) are gathered with
+  ``multihost_utils.process_allgather``; all processes must then call this function in the same order.
+
+  Example:
+    >>> to_host({"a": jnp.ones(2)})["a"].tolist()
+    [1.0, 1.0]
+  """
+  from jax.experimental import multihost_utils
+
+  def one(a):
+    if isinstance(a, jax.Array) and not a.is_fully_addressable and not a.is_fully_replicated:
+      return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+    return np.asarray(a)
+
+  return jax.tree.map(one, tree)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -173,7 +225,7 @@ def pad_to_multiple(x: PyTree, multiple: int) -> tuple[PyTree, int]:
     >>> padded['x'].tolist(), n
     ([0.0, 1.0, 2.0, 2.0], 3)
   """
-  multiple = _positive_int("multiple", multiple)
+  multiple = _checks.positive_int("multiple", multiple)
   x = jax.tree.map(lambda a: a if isinstance(a, (jax.Array, np.ndarray)) else np.asarray(a), x)
   n = _leading_size("x", x)
   target = -(-n // multiple) * multiple
@@ -199,9 +251,9 @@ def shard_batch(batch: PyTree, mesh: Mesh, axis_name: str = "data") -> tuple[PyT
     >>> sharded.shape, n
     ((3, 2), 3)
   """
-  size = _check_mesh(mesh, axis_name)
+  size = axis_size(mesh, axis_name)
   padded, n = pad_to_multiple(batch, size)
-  return jax.device_put(padded, data_sharding(mesh, axis_name)), n
+  return put(padded, data_sharding(mesh, axis_name)), n
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -296,28 +348,28 @@ def explain_batch(explain_fn: Callable[[PyTree, jax.Array], PyTree], inputs: PyT
     raise ValueError(f"explain_fn must be callable as explain_fn(x, key), got {type(explain_fn).__name__}.")
   _check_key(key)
   mesh = make_mesh(axis_name=axis_name) if mesh is None else mesh
-  size = _check_mesh(mesh, axis_name)
+  size = axis_size(mesh, axis_name)
   inputs = jax.tree.map(lambda a: a if isinstance(a, (jax.Array, np.ndarray)) else np.asarray(a), inputs)
   n = _leading_size("inputs", inputs)
   full = -(-n // size) * size
   if chunk_size is None:
     chunk = full
   else:
-    chunk = _positive_int("chunk_size", chunk_size)
+    chunk = _checks.positive_int("chunk_size", chunk_size)
     if chunk % size:
       raise ValueError(f"chunk_size must be a multiple of the mesh's '{axis_name}' size {size}, got {chunk}.")
     chunk = min(chunk, full)           # a chunk larger than the data would only add padding
   num_chunks = -(-n // chunk)
   fn = _batched(explain_fn, mesh, axis_name)
   rows = data_sharding(mesh, axis_name)
-  key = jax.device_put(key, replicated(mesh))
+  key = put(key, replicated(mesh))
 
   def dispatch(start):
     part = jax.tree.map(lambda a: a[start:start + chunk], inputs)
     part, count = pad_to_multiple(part, chunk)
     # Padded rows get the indices n, n+1, ...: valid keys whose results are dropped below.
     indices = np.arange(start, start + chunk, dtype=np.uint32)
-    out = fn(key, jax.device_put(indices, rows), jax.device_put(part, rows))
+    out = fn(key, put(indices, rows), put(part, rows))
     return out, count
 
   outputs, pending = [], None
@@ -353,7 +405,7 @@ def _env_int(environ: Mapping[str, str], name: str) -> int | None:
     return None
 
 
-def _detect_multiprocess(environ: Mapping[str, str]) -> str | None:
+def detect_multiprocess(environ: Mapping[str, str]) -> str | None:
   """Names the launcher whose environment says this is one of several processes, or None.
 
   Mirrors the environments ``jax.distributed.initialize`` can auto-configure, but only reports those with more
@@ -378,7 +430,8 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
   """Starts JAX's multi-process runtime when this is a multi-process run; a no-op otherwise.
 
   Call it first thing in every process, before any other JAX call. It initializes when any argument is given,
-  or when the environment shows several processes (``JAX_COORDINATOR_ADDRESS``, a Slurm step or an Open MPI
+  or when the environment shows several processes (``JAX_COORDINATOR_ADDRESS`` with ``JAX_NUM_PROCESSES`` and
+  ``JAX_PROCESS_ID``, read here when the arguments are not given; a Slurm step or an Open MPI
   job with more than one task, or a multi-host TPU slice listing several workers); JAX then fills in what was
   not given. Elsewhere (a laptop, one GPU box, a 1-task job) it does nothing, so the same script runs
   everywhere. Calling it again is harmless.
@@ -400,8 +453,12 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
     >>> initialize_distributed()       # a single process: nothing to do
     False
   """
+  # JAX reads the coordinator from JAX_COORDINATOR_ADDRESS but not the process count and index: read those here,
+  # so a launcher (or two shells on one machine) can configure every process through the environment alone.
+  num_processes = _env_int(os.environ, "JAX_NUM_PROCESSES") if num_processes is None else num_processes
+  process_id = _env_int(os.environ, "JAX_PROCESS_ID") if process_id is None else process_id
   if num_processes is not None:
-    num_processes = _positive_int("num_processes", num_processes)
+    num_processes = _checks.positive_int("num_processes", num_processes)
   if process_id is not None:
     if isinstance(process_id, bool) or not isinstance(process_id, numbers.Integral) or process_id < 0:
       raise ValueError(f"process_id must be a non-negative int, got {process_id!r}.")
@@ -410,7 +467,7 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
   if jax.distributed.is_initialized():
     return True
   explicit = any(v is not None for v in (coordinator_address, num_processes, process_id)) or bool(kwargs)
-  if not explicit and _detect_multiprocess(os.environ) is None:
+  if not explicit and detect_multiprocess(os.environ) is None:
     return False
   jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
                              process_id=process_id, **kwargs)
@@ -441,7 +498,7 @@ def host_local_to_global(local_batch: PyTree, mesh: Mesh, axis_name: str = "data
     >>> g.shape, g.sharding.spec
     ((3, 2), P('data',))
   """
-  _check_mesh(mesh, axis_name)
+  axis_size(mesh, axis_name)
   local_batch = jax.tree.map(lambda a: a if isinstance(a, (jax.Array, np.ndarray)) else np.asarray(a),
                              local_batch)
   n = _leading_size("local_batch", local_batch)

@@ -20,13 +20,42 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LinearSegmentedColormap, Normalize
+from matplotlib.ticker import NullFormatter
 from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
 
-__all__ = ["feature_order", "summary_plot", "bar_plot", "heatmap_grid", "curves_plot", "error_vs_evaluations"]
+from xattr import reports
+
+__all__ = ["PALETTE", "MARKERS", "LINESTYLES", "method_styles", "feature_order", "summary_plot", "bar_plot",
+           "heatmap_grid", "curves_plot", "error_vs_evaluations"]
+
+# One style for every method line of every figure: distinct colours (Okabe-Ito first, black for the first method,
+# usually the reference) each with its own marker, and a new line style per palette round, so no two methods of
+# one figure look alike whatever their number.
+PALETTE = ("#000000", "#E69F00", "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#8C564B", "#7F7F7F",
+           "#BCBD22", "#17BECF", "#9467BD", "#8B0000", "#000080", "#FF1493", "#2E8B57")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "d", "8", "H", "x")   # one per colour
+LINESTYLES = ("-", "--", "-.", ":")
 
 # Blue (low feature value) to red (high), the convention of SHAP summary plots.
 _CMAP = LinearSegmentedColormap.from_list("low_high", ["#1E88E5", "#7C52C6", "#FF0D57"])
+
+
+def method_styles(names: Sequence[str]) -> dict[str, dict[str, str]]:
+  """A distinct ``{color, marker, linestyle}`` per name (the matplotlib keywords), in the given order.
+
+  Figures that show the same methods in the same order give each one the same style.
+
+  Example:
+    >>> s = method_styles(["ground truth", "dime (penalized)", "dime (confidence)"])
+    >>> s["ground truth"]["color"], s["dime (penalized)"] != s["dime (confidence)"]
+    ('#000000', True)
+  """
+  out = {}
+  for i, name in enumerate(dict.fromkeys(names)):
+    out[name] = dict(color=PALETTE[i % len(PALETTE)], marker=MARKERS[i % len(MARKERS)],
+                     linestyle=LINESTYLES[(i // len(PALETTE)) % len(LINESTYLES)])
+  return out
 
 
 def _check(values: np.ndarray, feature_names: Sequence[str], features: np.ndarray | None = None) -> None:
@@ -64,13 +93,15 @@ def _swarm_offsets(v: np.ndarray, bins: int = 60, width: float = 0.4) -> np.ndar
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> str:
-  path = os.fspath(path)
-  directory = os.path.dirname(path)
-  if directory:
-    os.makedirs(directory, exist_ok=True)
-  FigureCanvasAgg(fig)
-  fig.savefig(path, dpi=fig.dpi, bbox_inches="tight")
-  return path
+  return reports.save_figure(fig, path, dpi=None, tight_layout=False, bbox="tight")
+
+
+def _shown_title(title: str | None, shown: int, total: int) -> str | None:
+  """The title, saying how many features are shown when not all of them fit."""
+  if shown >= total:
+    return title
+  note = f"top {shown} of {total} features by mean |value|"
+  return f"{title}\n({note})" if title else note
 
 
 def summary_plot(values: np.ndarray, features: np.ndarray, feature_names: Sequence[str],
@@ -84,7 +115,7 @@ def summary_plot(values: np.ndarray, features: np.ndarray, feature_names: Sequen
     features: float[n, d] the explained inputs, for the colors.
     feature_names: d names.
     path: output image file (the format follows the extension).
-    max_display: show the top features only.
+    max_display: show the top features only (the title then says "top k of d features").
     title: optional figure title.
     xlabel: x-axis label.
     dpi: resolution.
@@ -120,6 +151,7 @@ def summary_plot(values: np.ndarray, features: np.ndarray, feature_names: Sequen
   bar.set_ticklabels(["Low", "High"])
   bar.set_label("Feature value")
   bar.outline.set_visible(False)
+  title = _shown_title(title, len(order), values.shape[1])
   if title:
     ax.set_title(title)
   return _save(fig, path)
@@ -134,7 +166,7 @@ def bar_plot(values: np.ndarray, feature_names: Sequence[str], path: str | os.Pa
     values: float[n, d] attributions (one output).
     feature_names: d names.
     path: output image file.
-    max_display: show the top features only.
+    max_display: show the top features only (the title then says "top k of d features").
     title: optional figure title.
     xlabel: x-axis label.
     dpi: resolution.
@@ -158,6 +190,7 @@ def bar_plot(values: np.ndarray, feature_names: Sequence[str], path: str | os.Pa
   for side in ("top", "right"):
     ax.spines[side].set_visible(False)
   ax.tick_params(axis="y", length=0)
+  title = _shown_title(title, len(order), values.shape[1])
   if title:
     ax.set_title(title)
   return _save(fig, path)
@@ -170,7 +203,7 @@ def _upsample(patch_map: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
 
 
 def heatmap_grid(images: np.ndarray, maps: dict[str, np.ndarray], path: str | os.PathLike, *,
-                 row_titles: Sequence[str] | None = None, alpha: float = 0.6) -> str:
+                 row_titles: Sequence[str] | None = None, alpha: float = 0.6, max_columns: int = 9) -> str:
   """Attribution overlays: one row per image, one column per method, patch values over the grayscale image.
 
   Each map is drawn on a symmetric red (positive) / blue (negative) scale normalised per cell, so the pattern,
@@ -182,6 +215,7 @@ def heatmap_grid(images: np.ndarray, maps: dict[str, np.ndarray], path: str | os
     path: output PNG.
     row_titles: one label per image (e.g. "label 3 / pred 3").
     alpha: opacity of the attribution layer.
+    max_columns: panels per row; an image with more methods continues on the next row.
 
   Example:
     >>> import numpy as np, tempfile, os
@@ -198,34 +232,34 @@ def heatmap_grid(images: np.ndarray, maps: dict[str, np.ndarray], path: str | os
     if np.ndim(m) != 3 or len(m) != n or h % np.shape(m)[1] or w % np.shape(m)[2]:
       raise ValueError(f"maps[{name!r}] must be float[{n}, gh, gw] with gh, gw dividing {(h, w)}, "
                        f"got shape {np.shape(m)}.")
-  cols = 1 + len(maps)
-  fig = Figure(figsize=(1.6 * cols, 1.6 * n + 0.4))
+  panels = [("image", None), *maps.items()]
+  cols = min(len(panels), max_columns)                  # many methods wrap onto more rows per image
+  rows = -(-len(panels) // cols)
+  fig = Figure(figsize=(1.6 * cols, (1.6 * rows + 0.1) * n + 0.4))
   FigureCanvasAgg(fig)
   gray = images.mean(-1)
   for i in range(n):
-    ax = fig.add_subplot(n, cols, i * cols + 1)
-    ax.imshow(images[i] if images.shape[-1] == 3 else gray[i], cmap="gray", vmin=0, vmax=1)
-    ax.set_xticks([]), ax.set_yticks([])
-    if row_titles is not None:
-      ax.set_ylabel(row_titles[i], fontsize=7)
-    if i == 0:
-      ax.set_title("image", fontsize=8)
-    for j, (name, m) in enumerate(maps.items()):
-      ax = fig.add_subplot(n, cols, i * cols + j + 2)
+    for j, (name, m) in enumerate(panels):
+      ax = fig.add_subplot(n * rows, cols, (i * rows + j // cols) * cols + j % cols + 1)
+      ax.set_xticks([]), ax.set_yticks([])
+      if i == 0 or j >= cols:
+        ax.set_title(name.replace("_", " "), fontsize=8)
+      if m is None:
+        ax.imshow(images[i] if images.shape[-1] == 3 else gray[i], cmap="gray", vmin=0, vmax=1)
+        if row_titles is not None:
+          ax.set_ylabel(row_titles[i], fontsize=7)
+        continue
       ax.imshow(gray[i], cmap="gray", vmin=0, vmax=1)
       values = _upsample(np.asarray(m[i], np.float32), (h, w))
       scale = float(np.abs(values).max()) or 1.0
       ax.imshow(values, cmap="bwr", vmin=-scale, vmax=scale, alpha=alpha)
-      ax.set_xticks([]), ax.set_yticks([])
-      if i == 0:
-        ax.set_title(name.replace("_", " "), fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   return os.fspath(path)
 
 
 def curves_plot(fractions: np.ndarray, curves: dict[str, dict[str, np.ndarray]], path: str | os.PathLike, *,
-                ylabel: str = "target-class probability") -> str:
+                ylabel: str = "target-class probability", players: str = "patches") -> str:
   """Mean insertion and deletion curves per method, side by side (AUC in the legend).
 
   Args:
@@ -233,6 +267,7 @@ def curves_plot(fractions: np.ndarray, curves: dict[str, dict[str, np.ndarray]],
     curves: method -> {"insertion": float[N, s], "deletion": float[N, s]}.
     path: output PNG.
     ylabel: what the game measures.
+    players: what is inserted / deleted, for the x-axis label ("patches", "features").
 
   Example:
     >>> import numpy as np, tempfile, os
@@ -240,20 +275,26 @@ def curves_plot(fractions: np.ndarray, curves: dict[str, dict[str, np.ndarray]],
     >>> os.path.exists(curves_plot(f, c, os.path.join(tempfile.mkdtemp(), "c.png")))
     True
   """
+  styles = method_styles(list(curves))
   fig = Figure(figsize=(10, 4))
   FigureCanvasAgg(fig)
-  for k, kind in enumerate(("insertion", "deletion")):
-    ax = fig.add_subplot(1, 2, k + 1)
-    for name, c in curves.items():
-      mean = np.asarray(c[kind]).mean(0)
-      area = float(np.trapezoid(mean, fractions))
-      ax.plot(fractions, mean, label=f"{name} ({area:.3f})", lw=2.2 if name == "explainer" else 1.2)
-    ax.set_xlabel(f"fraction of patches {'inserted' if kind == 'insertion' else 'deleted'}")
+  marks = max(1, len(fractions) // 8)
+  kinds = ("insertion", "deletion")
+  means = {name: {kind: np.asarray(c[kind]).mean(0) for kind in kinds} for name, c in curves.items()}
+  axes = [fig.add_subplot(1, 2, k + 1) for k in range(2)]
+  for ax, kind in zip(axes, kinds):
+    for name, mean in means.items():
+      areas = " / ".join(f"{float(np.trapezoid(mean[k], fractions)):.3f}" for k in kinds)
+      ax.plot(fractions, mean[kind], label=f"{name.replace('_', ' ')} ({areas})", markevery=marks, markersize=4,
+              lw=2.2 if name == "explainer" else 1.2, **styles[name])
+    ax.set_xlabel(f"fraction of {players} {'inserted' if kind == 'insertion' else 'deleted'}")
     ax.set_ylabel(ylabel)
     ax.set_title(f"{kind} (AUC: {'higher' if kind == 'insertion' else 'lower'} is better)")
-    ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  # One legend for both panels, below them: inside, a dozen methods' labels hid the curves.
+  fig.legend(*axes[0].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False,
+             ncol=min(4, len(curves)), fontsize=8, title="method (insertion AUC / deletion AUC)", title_fontsize=8)
+  fig.savefig(path, dpi=110, bbox_inches="tight")
   return os.fspath(path)
 
 
@@ -278,15 +319,20 @@ def error_vs_evaluations(evaluations: dict[str, np.ndarray], errors: dict[str, n
   fig = Figure(figsize=(5.5, 4))
   FigureCanvasAgg(fig)
   ax = fig.add_subplot(1, 1, 1)
+  styles = method_styles(list(evaluations))
   for name, x in evaluations.items():
-    ax.plot(np.asarray(x), np.asarray(errors[name]), "o-", label=name)
+    ax.plot(np.asarray(x), np.asarray(errors[name]), label=name, **styles[name])
   for name, level in (levels or {}).items():
-    ax.axhline(level, ls="--", color="k", lw=1)
+    ax.axhline(level, ls="--", color="#777777", lw=1)       # references in gray, apart from the method lines
     # x in axes fraction, y in data units: the label stays at the left edge whatever the final x limits are.
     ax.annotate(name, (0.0, level), xycoords=ax.get_yaxis_transform(), textcoords="offset points", xytext=(4, 4),
                 fontsize=8)
   ax.set_xscale("log")
   ax.set_yscale("log")
+  ticks = np.unique(np.concatenate([np.asarray(x, np.float64).ravel() for x in evaluations.values()]))
+  if 0 < ticks.size <= 12:                                 # label the evaluation counts themselves
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.legend(fontsize=8)

@@ -65,6 +65,9 @@ def normalize_efficient(phi: jax.Array, grand: jax.Array, null: jax.Array) -> ja
 def exact(game: Game, num_players: int, *, batch_size: int = 4096) -> jax.Array:
   """Exact Shapley values by enumerating all 2^d coalitions (d <= ``MAX_EXACT_PLAYERS`` = 20).
 
+  Computes in float64 when ``jax_enable_x64`` is on (float32 otherwise); eager calls with the same game
+  structure reuse one compiled program.
+
   Args:
     game: bool[n, d] -> float[n] or float[n, k].
     num_players: d (static).
@@ -83,11 +86,11 @@ def exact(game: Game, num_players: int, *, batch_size: int = 4096) -> jax.Array:
   """
   d = _enumerate.check_size(num_players)
   batch_size = _checks.positive_int("batch_size", batch_size)
-  weights = np.array([1.0 / (d * comb(d - 1, s)) for s in range(d)])
-  phi, game_ok = _enumerate.semivalue(game, d, weights, batch_size)
-  _, _, scalar = _loop.grand_and_null(game, d)
+  weights = tuple(1.0 / (d * comb(d - 1, s)) for s in range(d))
+  phi, game_ok = _loop.dispatch(_enumerate.exact_semivalue, game, num_players=d, weights=weights,
+                                batch_size=batch_size)
   _loop.check_result("shapley.exact", phi, game_ok)
-  return phi[:, 0] if scalar else phi
+  return phi
 
 
 def exact_a_matrix(num_players: int) -> np.ndarray:
@@ -184,17 +187,20 @@ def kernel_shap(game: Game, num_players: int, key: jax.Array, *, num_samples: in
   The expectation over the Shapley kernel is split in two: the smallest and largest coalition sizes
   (1..K and d-K..d-1, which carry most of the kernel's mass in few coalitions) are enumerated exactly, and the
   rest is sampled. The enumerated part has no variance, so the reported std only reflects the sampled part.
-  With all sizes enumerated the result is exact.
+  With all sizes enumerated the result is exact. Eager calls with the same game structure and sizes reuse one
+  compiled program (games from :mod:`xattr.games` are pytrees, so a new input is a new argument, not a new
+  program).
 
   Args:
-    game: bool[n, d] -> float[n] or float[n, k]; called on ``batch_size`` coalitions at a time.
+    game: bool[n, d] -> float[n] or float[n, k]; called on at most ``batch_size`` coalitions at a time.
     num_players: d >= 2 (static).
-    key: PRNG key; same key -> same estimate.
+    key: PRNG key (``jax.random.key``); same key -> same estimate.
     num_samples: total coalitions evaluated (enumerated + sampled; grand and null come on top; fewer when the
       enumeration covers every size, since the result is then exact). None: sample
       batches until ``max(std) / (max(values) - min(values)) < threshold`` (checked inside a ``lax.while_loop``,
       from the second batch on) or ``max_samples`` is reached.
-    batch_size: coalitions per game call (even when paired).
+    batch_size: coalitions per game call (even when paired); only a memory knob, the estimate's std does not
+      depend on it.
     paired: sample each coalition together with its complement (large variance reduction).
     exact_a: use the closed-form A (unbiased KernelSHAP) instead of estimating it from the samples.
     threshold: convergence threshold on the relative std; also sets ``Estimate.converged`` for fixed budgets.
@@ -204,16 +210,18 @@ def kernel_shap(game: Game, num_players: int, key: jax.Array, *, num_samples: in
       enumerated, exactly, if 2^d - 2 <= max_samples / 8); 0 samples every size.
 
   Returns:
-    :class:`Estimate` with values float[d] (or [d, k]) summing to v(1) - v(0), their std, num_evals (coalitions
-    + 2) and the converged flag. std comes from the covariance of c propagated through M (``exact_a=True``), and
-    from the spread of per-batch solutions (``exact_a=False``; fixed budgets are split into >= 4 batches of
-    >= 2d samples for it). With fewer sampled coalitions than that the exact-A formula stands in; it is an
-    upper bound that can be many times the real error on nearly additive games.
+    :class:`Estimate` with values float[d] (or [d, k]) summing to v(1) - v(0), their std, num_evals (every
+    coalition the game was evaluated on, grand and null included) and the converged flag. std comes from the
+    covariance of c propagated through M (``exact_a=True``) and from a delete-a-group jackknife over up to 16
+    groups of sampled units (``exact_a=False``); it is inf until it can be estimated (fewer than 2 sampled
+    units, or jackknife replicates whose system is singular), and then ``converged`` is False. Under ``jit`` a
+    singular or ill-conditioned system gives NaN values, std inf and converged False.
 
   Raises:
     ValueError: bad sizes, e.g. fewer than d (unpaired) or 2(d - 1) (paired) samples for the original
-      estimator without enumeration, whose sampled A is then singular.
-    FloatingPointError: (outside jit) non-finite game values or a singular system.
+      estimator without enumeration; (outside jit) a sampled system that is singular or ill-conditioned, with
+      the budget that always works.
+    FloatingPointError: (outside jit) non-finite game values.
 
   Example:
     >>> v = lambda m: m.astype(jnp.float32) @ jnp.arange(8.0)        # additive game
@@ -222,127 +230,223 @@ def kernel_shap(game: Game, num_players: int, key: jax.Array, *, num_samples: in
     ([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], 66)
   """
   d = _checks.positive_int("num_players", num_players, minimum=2)
-  unit = 2 if paired else 1
-  plan_budget = num_samples if num_samples is not None else batch_size
-  _checks.positive_int("num_samples" if num_samples is not None else "batch_size", plan_budget)
+  _checks.prng_key("key", key)
+  batch_size = _checks.positive_int("batch_size", batch_size)
+  _checks.even_if_paired(batch_size, paired, "batch_size")
   if num_samples is not None:
+    _checks.positive_int("num_samples", num_samples)
     _checks.even_if_paired(num_samples, paired)
   elif not threshold > 0:
     raise ValueError(f"threshold must be > 0 when num_samples is None (run until converged), got {threshold}.")
+  _checks.positive_int("max_samples", max_samples)
+  opts = dict(num_players=d, num_samples=num_samples, batch_size=batch_size, paired=bool(paired),
+              exact_a=bool(exact_a), threshold=float(threshold), max_samples=int(max_samples),
+              enumerate_sizes=enumerate_sizes)
+  est, game_ok, cond = _loop.dispatch(_kernel_shap, game, key, **opts)
+  if _checks.is_concrete(cond, game_ok) and bool(game_ok) and not float(cond) < _MAX_CONDITION:
+    raise ValueError(_singular_message(d, num_samples, paired, exact_a, enumerate_sizes, float(cond)))
+  _loop.check_result("kernel_shap", est, game_ok)
+  return est
+
+
+_MAX_CONDITION = 1e5
+"""Largest condition number of the (sampled) KernelSHAP matrix A accepted; float32 solves lose ~cond * 1e-7."""
+
+_GROUPS = 16
+"""Jackknife groups of sampled units for the original estimator's std."""
+
+
+def _condition(a: jax.Array) -> jax.Array:
+  """A condition estimate of the symmetric PSD matrix A: ||A||_1 ||A^-1||_1 / d (inf when singular).
+
+  The 1-norm condition lies within a factor d of the 2-norm one; dividing by d keeps well-conditioned systems
+  of many players under the threshold. Computed with the same LU solve as the estimate itself: a symmetric
+  eigendecomposition (LAPACK syevd) batched over inputs stalled XLA:CPU in the test suite.
+  """
+  d = a.shape[-1]
+  inv = jnp.linalg.solve(a, jnp.eye(d, dtype=a.dtype))
+  norm = lambda m: jnp.max(jnp.sum(jnp.abs(m), axis=-2), axis=-1)
+  cond = norm(a) * norm(inv) / d
+  return jnp.where(jnp.isfinite(cond), cond, jnp.inf)
+
+
+def _safe_budget(d: int, paired: bool) -> int:
+  """Smallest num_samples whose plan enumerates sizes 1 and d-1, so A is full rank whatever is sampled."""
+  unit = 2 if paired else 1
+  n = 2 * d + unit
+  while _enumeration_plan(d, n, None) < 1:
+    n += unit
+  return n
+
+
+def _singular_message(d, num_samples, paired, exact_a, enumerate_sizes, cond) -> str:
+  budget = _safe_budget(d, paired)
+  where = f"num_samples={num_samples}" if num_samples is not None else "max_samples"
+  fix = f"num_samples >= {budget}" + (" with enumerate_sizes=None" if enumerate_sizes == 0 else "")
+  return (f"kernel_shap: the sampled regression system is singular or ill-conditioned (condition number "
+          f"{cond:.3g} >= {_MAX_CONDITION:.0e}) for num_players={d} at {where}, paired={paired}, exact_a={exact_a}: "
+          f"too few distinct coalitions, so the estimate would be arbitrary. Use {fix} (the extreme sizes 1 and "
+          f"{d - 1} are then enumerated and the system is always solvable), or exact_a=True.")
+
+
+def _t_ratio(dof: int) -> float:
+  """t_{dof, 0.975} / z_{0.975} (Cornish-Fisher expansion, within 0.3% for dof >= 5)."""
+  z = 1.959964
+  t = z + (z ** 3 + z) / (4 * dof) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * dof ** 2)
+  return t / z
+
+
+class _Plan(NamedTuple):
+  """Static sampling plan of one kernel_shap call."""
+
+  enum: _Enumerated
+  sampled: int | None          # sampled coalitions (None: convergence mode)
+  bs: int
+  budget: int
+  spec: _loop.LoopSpec
+  groups: int
+
+
+def _kernel_plan(d, num_samples, batch_size, paired, exact_a, max_samples, enumerate_sizes, threshold) -> _Plan:
+  unit = 2 if paired else 1
+  plan_budget = num_samples if num_samples is not None else batch_size
   if num_samples is None and enumerate_sizes is None and 2 ** d - 2 <= max_samples // 8:
-    # Enumerating every coalition is cheaper than a typical converged run would be: do that, exactly.
-    enumerate_sizes = d // 2
+    enumerate_sizes = d // 2     # enumerating every coalition is cheaper than a typical converged run: exact
   enum = _enumerate_sizes(d, _enumeration_plan(d, plan_budget, enumerate_sizes))
   n_enum = len(enum.masks)
   sampled = num_samples - n_enum if num_samples is not None else None
   if sampled is not None and sampled < 0:
     raise ValueError(f"enumerate_sizes={enumerate_sizes} needs {n_enum} coalitions, more than num_samples="
                      f"{num_samples}.")
+  if sampled == 0 and 1.0 - enum.mass > 1e-9:
+    raise ValueError(f"enumerate_sizes={enumerate_sizes} spends all num_samples={num_samples} on {n_enum} "
+                     f"enumerated coalitions and leaves none for the other sizes; use num_samples >= "
+                     f"{n_enum + 4 * unit} (or a smaller enumerate_sizes).")
   if sampled is not None and not exact_a and n_enum == 0:
     # The sampled A must be invertible: d independent rows, and a pair (z, 1 - z) spans only z and 1.
     minimum = 2 * (d - 1) if paired else d
     if num_samples < minimum:
       raise ValueError(f"num_samples={num_samples} is too few for a solvable system: the original KernelSHAP "
                        f"estimator (exact_a=False) with paired={paired} needs num_samples >= {minimum} for "
-                       f"num_players={d}, preferably many more. Use more samples or exact_a=True.")
+                       f"num_players={d}, preferably >= {_safe_budget(d, paired)}. Use more samples or "
+                       f"exact_a=True.")
+  if 1.0 - enum.mass < 1e-9 or sampled == 0:
+    return _Plan(enum, 0, batch_size, 0, _loop.LoopSpec(batch_size, 0, 0, None), 0)
+  cap = max_samples - n_enum                                   # the cap counts enumerated ones too
+  if cap < 2 * batch_size and num_samples is None:
+    raise ValueError(f"max_samples={max_samples} leaves {cap} sampled coalitions after the {n_enum} enumerated "
+                     f"ones; convergence mode needs at least 2 * batch_size = {2 * batch_size}.")
+  bs, budget, spec = _loop.batch_plan(sampled, batch_size, cap, unit, threshold)
+  return _Plan(enum, sampled, bs, budget, spec, min(_GROUPS, budget // unit))
+
+
+def _kernel_shap(game, key, *, num_players, num_samples, batch_size, paired, exact_a, threshold, max_samples,
+                 enumerate_sizes):
+  """The traced body of :func:`kernel_shap`: returns (estimate, game_ok, condition number of A)."""
+  d, unit = num_players, 2 if paired else 1
+  plan = _kernel_plan(d, num_samples, batch_size, paired, exact_a, max_samples, enumerate_sizes, threshold)
   grand, null, scalar = _loop.grand_and_null(game, d)
   gap = grand - null
-  k = gap.shape[0]
-  a_exact = jnp.asarray(exact_a_matrix(d), jnp.float32)
+  enum, n_enum = plan.enum, len(plan.enum.masks)
   a_enum = jnp.asarray(enum.masks.T @ (enum.masks * enum.weights[:, None]), jnp.float32)
-  c_enum, enum_ok = jnp.zeros((d, k), jnp.float32), jnp.array(True)
+  c_enum, enum_ok = jnp.zeros((d, gap.shape[0]), jnp.float32), jnp.all(jnp.isfinite(gap))
   if n_enum:
     y_enum = _loop.evaluate_chunked(game, jnp.asarray(enum.masks), batch_size) - null
     c_enum = jnp.asarray(enum.masks.T * enum.weights, jnp.float32) @ y_enum
-    enum_ok = jnp.all(jnp.isfinite(y_enum))
-  rest = 1.0 - enum.mass                                   # kernel mass of the sampled sizes
-
-  if rest < 1e-9 or sampled == 0:                          # everything enumerated: exact, no sampling
-    a = a_exact if exact_a else a_enum / enum.mass
+    enum_ok = enum_ok & jnp.all(jnp.isfinite(y_enum))
+  squeeze = (lambda x: x[:, 0]) if scalar else (lambda x: x)
+  if not plan.budget:                                        # everything enumerated: exact, no sampling
+    a = jnp.asarray(exact_a_matrix(d), jnp.float32) if exact_a else a_enum / enum.mass
     values = normalize_efficient(_solve_constrained(a, c_enum / enum.mass, gap), grand, null)
-    zeros = jnp.zeros_like(values)
-    est = Estimate(values[:, 0] if scalar else values, zeros[:, 0] if scalar else zeros,
-                   jnp.asarray(n_enum + 2, jnp.int32), jnp.asarray(True))
-    _loop.check_result("kernel_shap", est, enum_ok & jnp.all(jnp.isfinite(gap)))
-    return est
+    est = Estimate(squeeze(values), squeeze(jnp.zeros_like(values)), jnp.asarray(n_enum + 2, jnp.int32),
+                   jnp.asarray(True))
+    return est, enum_ok, _condition(a)
+  sampler = _KernelSampler(game, key, d, unit, plan, null, gap, a_enum, c_enum, exact_a)
+  state, values, std, converged = _loop.run_batches(sampler.update, sampler.finish, sampler.init(), plan.spec,
+                                                    threshold)
+  a = sampler.combine(*sampler.totals(state))[0]
+  cond = jnp.where(jnp.isnan(_condition(a)), jnp.inf, _condition(a))
+  solvable = cond < _MAX_CONDITION
+  values = jnp.where(solvable, normalize_efficient(values, grand, null), jnp.nan)
+  std = jnp.where(solvable, std, jnp.inf)
+  num_evals = (sampler.units(state) * unit + n_enum + 2).astype(jnp.int32)
+  est = Estimate(squeeze(values), squeeze(std), num_evals, converged & solvable)
+  return est, enum_ok & state["ok"], cond
 
-  cap = _checks.positive_int("max_samples", max_samples) - n_enum          # the cap counts enumerated ones too
-  if sampled is not None and not exact_a:
-    # The original estimator's std comes from the spread of batch solutions: aim for >= 4 batches of >= 2d.
-    quarter = -(-sampled // 4)
-    batch_size = min(batch_size, max(quarter + quarter % unit, 2 * d + (2 * d) % unit))
-  bs, budget, spec = _loop.batch_plan(sampled, batch_size, cap, unit, threshold)
-  use_spread = not exact_a and spec.max_batches >= 2 and bs >= 2 * d
 
-  state = dict(
-      a_sum=jnp.zeros((d, d), jnp.float32),
-      g=_loop.moments_init((d, k), (k, d, d)),            # per-unit c contributions, full covariance
-      b=_spread_init((d, k)),                             # per-batch solutions (original estimator)
-      ok=jnp.all(jnp.isfinite(gap)) & enum_ok,
-  )
+class _KernelSampler:
+  """Batch update and (values, std) of the sampled part of KernelSHAP, for :func:`_loop.run_batches`."""
 
-  def combine(a_sampled, c_sampled):
+  def __init__(self, game, key, d, unit, plan, null, gap, a_enum, c_enum, exact_a):
+    self.game, self.key, self.d, self.unit, self.plan = game, key, d, unit, plan
+    self.null, self.gap, self.a_enum, self.c_enum, self.exact_a = null, gap, a_enum, c_enum, exact_a
+    self.rest = 1.0 - plan.enum.mass                          # kernel mass of the sampled sizes
+    self.k = gap.shape[0]
+
+  def init(self):
+    d, k, g = self.d, self.k, max(self.plan.groups, 1)
+    state = dict(ok=jnp.array(True), a=jnp.zeros((g, d, d), jnp.float32), c=jnp.zeros((g, d, k), jnp.float32),
+                 n=jnp.zeros((g,), jnp.float32))
+    if self.exact_a:
+      state["g"] = _loop.moments_init((d, k), (k, d, d))     # per-unit c contributions, full covariance
+    return state
+
+  def combine(self, a_sampled, c_sampled):
     """Kernel expectation = enumerated part + (mass of the rest) x sampled mean."""
-    a = a_exact if exact_a else a_enum + rest * a_sampled
-    return a, c_enum + rest * c_sampled
+    a = jnp.asarray(exact_a_matrix(self.d), jnp.float32) if self.exact_a else self.a_enum + self.rest * a_sampled
+    return a, self.c_enum + self.rest * c_sampled
 
-  def update(st, i):
-    z = masks_lib.with_size_probs(jax.random.fold_in(key, i), d, bs, enum.rest_probs, paired=paired)
-    y = _loop.call_game(game, z) - null
-    w = _loop.valid_rows(i, bs, budget).reshape(-1, unit)[:, 0]          # one weight per unit (pair)
-    zu = z.astype(jnp.float32).reshape(-1, unit, d)
-    g_units = jnp.einsum("utd,utk->udk", zu, y.reshape(-1, unit, k)) / unit
-    a_batch = jnp.einsum("utd,ute,u->de", zu, zu, w) / unit
-    new = dict(a_sum=st["a_sum"] + a_batch, g=_loop.moments_update(st["g"], g_units, w, outer=True), b=st["b"],
-               ok=st["ok"] & jnp.all(jnp.isfinite(y)))
-    if use_spread:
-      n_b = jnp.maximum(w.sum(), 1.0)
-      b_batch = _solve_constrained(*combine(a_batch / n_b, (g_units * w[:, None, None]).sum(0) / n_b), gap)
-      new["b"] = _spread_update(st["b"], b_batch, w.sum())
+  def update(self, st, i, rows):
+    d, unit, k = self.d, self.unit, self.k
+    z = masks_lib.with_size_probs(jax.random.fold_in(self.key, i), d, rows, self.plan.enum.rest_probs,
+                                  paired=unit == 2)
+    y = _loop.call_game(self.game, z) - self.null
+    units = rows // unit
+    zu = z.astype(jnp.float32).reshape(units, unit, d)
+    g_units = jnp.einsum("utd,utk->udk", zu, y.reshape(units, unit, k)) / unit
+    index = i * (self.plan.bs // unit) + jnp.arange(units)                 # global unit index -> its group
+    onehot = jax.nn.one_hot(index % st["n"].shape[0], st["n"].shape[0], dtype=jnp.float32)
+    new = dict(ok=st["ok"] & jnp.all(jnp.isfinite(y)), n=st["n"] + onehot.sum(0),
+               a=st["a"] + (onehot.T @ jnp.einsum("utd,ute->ude", zu, zu).reshape(units, d * d)).reshape(-1, d, d)
+               / unit,
+               c=st["c"] + (onehot.T @ g_units.reshape(units, d * k)).reshape(-1, d, k))
+    if self.exact_a:
+      new["g"] = _loop.moments_update(st["g"], g_units, jnp.ones(units), outer=True)
     return new
 
-  def finish(st):
-    n = jnp.maximum(st["g"].count, 1.0)
-    a, c = combine(st["a_sum"] / n, st["g"].mean)
-    values = _solve_constrained(a, c, gap)
-    cov_c = rest ** 2 * st["g"].m2 / jnp.maximum((n - 1.0) * n, 1.0)
-    std = _cov_std(_projection(a), cov_c)
-    if use_spread:
-      spread = st["b"]
-      # m2 = sum_j n_j (b_j - mean)^2, so m2 / (batches - 1) estimates the per-unit variance, and dividing by
-      # the n pooled units gives the variance of the pooled solution (batch means).
-      var = spread.m2 / jnp.maximum(spread.batches - 1.0, 1.0) / n
-      std = jnp.where(spread.batches >= 2, jnp.sqrt(jnp.maximum(var, 0.0)), std)
-    return values, std
+  def units(self, st):
+    return st["n"].sum()
 
-  state, values, std, converged = _loop.run_batches(update, finish, state, spec, threshold)
-  values = normalize_efficient(values, grand, null)
-  num_evals = (state["g"].count * unit + n_enum + 2).astype(jnp.int32)
-  est = Estimate(values[:, 0] if scalar else values, std[:, 0] if scalar else std, num_evals, converged)
-  _loop.check_result("kernel_shap", est, state["ok"])
-  return est
+  def totals(self, st):
+    n = jnp.maximum(st["n"].sum(), 1.0)
+    return st["a"].sum(0) / n, st["c"].sum(0) / n
 
+  def finish(self, st):
+    a, c = self.combine(*self.totals(st))
+    values = _solve_constrained(a, c, self.gap)
+    if self.exact_a:
+      n = st["g"].count
+      cov_c = self.rest ** 2 * st["g"].m2 / jnp.maximum((n - 1.0) * n, 1.0)
+      return values, _loop.std_or_inf(_cov_std(_projection(a), cov_c), n >= 2)
+    return values, self._jackknife_std(st)
 
-class _Spread(NamedTuple):
-  """Weighted running mean and M2 of per-batch solutions (West's algorithm), and how many batches."""
-
-  batches: jax.Array
-  weight: jax.Array
-  mean: jax.Array
-  m2: jax.Array
-
-
-def _spread_init(shape: tuple[int, ...]) -> _Spread:
-  zero = jnp.zeros((), jnp.float32)
-  return _Spread(zero, zero, jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32))
-
-
-def _spread_update(state: _Spread, x: jax.Array, weight: jax.Array) -> _Spread:
-  total = state.weight + weight
-  delta = x - state.mean
-  mean = state.mean + delta * jnp.where(total > 0, weight / jnp.maximum(total, 1e-12), 0.0)
-  m2 = state.m2 + weight * delta * (x - mean)
-  return _Spread(state.batches + (weight > 0), total, mean, m2)
+  def _jackknife_std(self, st):
+    """Delete-a-group jackknife: var = (G-1)/G sum_g (b_(-g) - mean)^2 over the groups' leave-out solutions."""
+    groups = st["n"].shape[0]
+    n_out = st["n"].sum() - st["n"]
+    a_out = (st["a"].sum(0) - st["a"]) / jnp.maximum(n_out, 1.0)[:, None, None]
+    c_out = (st["c"].sum(0) - st["c"]) / jnp.maximum(n_out, 1.0)[:, None, None]
+    a_rep, c_rep = jax.vmap(self.combine)(a_out, c_out)
+    # lax.map, not vmap: XLA:CPU can deadlock in LAPACK calls batched over many rows per device (see
+    # parallel.explain_batch), and a vmap over the groups would multiply the batch of every solve by G.
+    b = jax.lax.map(lambda ac: _solve_constrained(ac[0], ac[1], self.gap), (a_rep, c_rep))     # [G, d, k]
+    var = (groups - 1) / groups * ((b - b.mean(0)) ** 2).sum(0)
+    if self.plan.spec.threshold is not None:
+      # Optional stopping: the loop stops when this std happens to be small, so account for its own noise
+      # (G - 1 degrees of freedom) by the Student-t / normal quantile ratio at 97.5% (1.09 for G = 16).
+      var = var * _t_ratio(groups - 1) ** 2
+    ok = (groups >= 2) & jnp.all(st["n"] > 0) & jnp.all(jax.lax.map(_condition, a_rep) < _MAX_CONDITION)
+    return _loop.std_or_inf(jnp.sqrt(var), ok & jnp.all(jnp.isfinite(var)))
 
 
 def permutation(game: Game, num_players: int, key: jax.Array, *, num_permutations: int | None = None,
@@ -353,6 +457,7 @@ def permutation(game: Game, num_players: int, key: jax.Array, *, num_permutation
   Each ordering costs d - 1 game evaluations (v(0) and v(1) are shared). Efficiency holds exactly for any
   number of orderings (contributions telescope). Mean and variance are accumulated with a parallel Welford
   update over orderings, or over antithetic pairs (an ordering and its reverse) when ``antithetic=True``.
+  Eager calls with the same game structure and sizes reuse one compiled program.
 
   Args:
     game: bool[n, d] -> float[n] or float[n, k].
@@ -366,7 +471,8 @@ def permutation(game: Game, num_players: int, key: jax.Array, *, num_permutation
     max_permutations: cap in convergence mode.
 
   Returns:
-    :class:`Estimate`; num_evals = orderings * (d - 1) + 2.
+    :class:`Estimate`; num_evals = orderings * (d - 1) + 2. std is inf (and converged False) until two
+    independent units (orderings, or antithetic pairs) give a variance.
 
   Example:
     >>> v = lambda m: jnp.all(m[:, :2], axis=1).astype(jnp.float32)   # players 0 and 1 must cooperate
@@ -375,16 +481,29 @@ def permutation(game: Game, num_players: int, key: jax.Array, *, num_permutation
     [0.5, 0.5, 0.0]
   """
   d = _checks.positive_int("num_players", num_players, minimum=2)
+  _checks.prng_key("key", key)
   unit = 2 if antithetic else 1
   per_batch = max(unit, _checks.positive_int("batch_size", batch_size) // (d - 1))
   per_batch -= per_batch % unit
   max_perm = max(_checks.positive_int("max_permutations", max_permutations), 2 * per_batch)
-  pb, budget, spec = _loop.batch_plan(num_permutations, per_batch, max_perm, unit, threshold)
+  _loop.batch_plan(num_permutations, per_batch, max_perm, unit, threshold,
+                   names=("num_permutations", "batch_size", "max_permutations"), unit_flag="antithetic")
+  est, ok = _loop.dispatch(_permutation, game, key, num_players=d, num_permutations=num_permutations,
+                           antithetic=bool(antithetic), per_batch=per_batch, threshold=float(threshold),
+                           max_permutations=max_perm)
+  _loop.check_result("permutation", est, ok)
+  return est
+
+
+def _permutation(game, key, *, num_players, num_permutations, antithetic, per_batch, threshold, max_permutations):
+  d, unit = num_players, 2 if antithetic else 1
+  _, _, spec = _loop.batch_plan(num_permutations, per_batch, max_permutations, unit, threshold,
+                                names=("num_permutations", "batch_size", "max_permutations"), unit_flag="antithetic")
   grand, null, scalar = _loop.grand_and_null(game, d)
   k = grand.shape[0]
   state = dict(m=_loop.moments_init((d, k)), ok=jnp.all(jnp.isfinite(grand - null)))
 
-  def update(st, i):
+  def update(st, i, pb):
     perms = masks_lib.permutations(jax.random.fold_in(key, i), d, pb, antithetic=antithetic)
     ranks = jnp.argsort(perms, axis=1)                                   # position of each player
     prefixes = ranks[:, None, :] < jnp.arange(1, d)[None, :, None]       # [pb, d-1, d]
@@ -393,17 +512,16 @@ def permutation(game: Game, num_players: int, key: jax.Array, *, num_permutation
     after = jnp.take_along_axis(chain, (ranks + 1)[:, :, None], axis=1)
     before = jnp.take_along_axis(chain, ranks[:, :, None], axis=1)
     units = (after - before).reshape(-1, unit, d, k).mean(1)
-    w = _loop.valid_rows(i, pb, budget).reshape(-1, unit)[:, 0]
-    return dict(m=_loop.moments_update(st["m"], units, w), ok=st["ok"] & jnp.all(jnp.isfinite(inner)))
+    return dict(m=_loop.moments_update(st["m"], units, jnp.ones(pb // unit)),
+                ok=st["ok"] & jnp.all(jnp.isfinite(inner)))
 
   def finish(st):
-    return st["m"].mean, jnp.sqrt(_loop.variance_of_mean(st["m"]))
+    return st["m"].mean, _loop.std_or_inf(jnp.sqrt(_loop.variance_of_mean(st["m"])), st["m"].count >= 2)
 
   state, values, std, converged = _loop.run_batches(update, finish, state, spec, threshold)
   num_evals = (state["m"].count * unit * (d - 1) + 2).astype(jnp.int32)
-  est = Estimate(values[:, 0] if scalar else values, std[:, 0] if scalar else std, num_evals, converged)
-  _loop.check_result("permutation", est, state["ok"])
-  return est
+  squeeze = (lambda x: x[:, 0]) if scalar else (lambda x: x)
+  return Estimate(squeeze(values), squeeze(std), num_evals, converged), state["ok"]
 
 
 def samples_to_converge(estimate: Estimate, threshold: float = 0.01) -> jax.Array:

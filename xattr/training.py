@@ -43,14 +43,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 import tqdm
 from absl import logging
 from flax import nnx
 
 from xattr import parallel
 
-__all__ = ["TrainState", "TrainResult", "train", "batch_indices", "checkpoint_manager", "data_mesh"]
+__all__ = ["TrainState", "TrainResult", "train", "restore", "latest_step", "optimizer", "batch_indices",
+           "checkpoint_manager", "data_mesh"]
 
 LossFn = Callable[[nnx.Module, Any], tuple[jax.Array, Mapping[str, jax.Array]]]
 EvalFn = Callable[[nnx.Module, int], Mapping[str, Any]]
@@ -101,8 +101,10 @@ def batch_indices(data_key: np.ndarray, step: int, num_examples: int, batch_size
   return rng.permutation(num_examples)[pos * batch_size:(pos + 1) * batch_size]
 
 
-def checkpoint_manager(directory: str | os.PathLike, *, keep: int = 2) -> ocp.CheckpointManager:
-  """An async ``CheckpointManager`` keeping the ``keep`` latest checkpoints. Close it when done."""
+def checkpoint_manager(directory: str | os.PathLike, *, keep: int = 2) -> Any:
+  """An async ``orbax.checkpoint.CheckpointManager`` keeping the ``keep`` latest checkpoints. Close it when done."""
+  import orbax.checkpoint as ocp   # deferred: orbax and tensorstore cost seconds that `import xattr` need not pay
+
   options: dict[str, Any] = dict(enable_async_checkpointing=True, create=True)
   policies = getattr(ocp, "checkpoint_managers", None)
   if policies is not None and hasattr(policies, "LatestN"):
@@ -127,7 +129,9 @@ def _from_saveable(restored: TrainState, template: TrainState) -> TrainState:
   return jax.tree.map(back, restored, template)
 
 
-def _restore(manager: ocp.CheckpointManager, step: int, template: TrainState) -> TrainState:
+def _restore(manager: Any, step: int, template: TrainState) -> TrainState:
+  import orbax.checkpoint as ocp
+
   saveable = _to_saveable(template)
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, saveable)
   restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
@@ -135,6 +139,146 @@ def _restore(manager: ocp.CheckpointManager, step: int, template: TrainState) ->
     raise ValueError(f"checkpoint {step} in {manager.directory} does not match this model/optimizer: saved "
                      f"structure {jax.tree.structure(restored)}, expected {jax.tree.structure(saveable)}.")
   return _from_saveable(restored, template)
+
+
+def _save_args(state: TrainState) -> Any:
+  import orbax.checkpoint as ocp
+
+  return ocp.args.StandardSave(_to_saveable(state))
+
+
+def latest_step(workdir: str | os.PathLike) -> int | None:
+  """The step of the latest checkpoint :func:`train` saved under ``workdir``, or None if there is none.
+
+  Example:
+    >>> import tempfile
+    >>> latest_step(tempfile.mkdtemp()) is None
+    True
+  """
+  directory = os.path.join(os.fspath(workdir), "checkpoints")
+  if not os.path.isdir(directory):
+    return None
+  manager = checkpoint_manager(directory)
+  try:
+    step = manager.latest_step()
+  finally:
+    manager.close()
+  return None if step is None else int(step)
+
+
+def restore(model: nnx.Module, workdir: str | os.PathLike, *, optimizer: optax.GradientTransformation,
+            trainable: Any = nnx.Param, min_step: int | None = None) -> int:
+  """Loads the latest checkpoint :func:`train` saved under ``workdir`` into ``model`` (in place), without training.
+
+  Args:
+    model: a module of the structure that was trained (its values are overwritten; build it with
+      ``nnx.eval_shape`` + zeros to skip running initializers).
+    workdir: the ``workdir`` given to :func:`train`.
+    optimizer: an optimizer of the same structure as the one that trained it (its state is part of the
+      checkpoint, so it fixes the saved tree's layout; hyperparameters do not matter).
+    trainable: the filter that was passed to :func:`train`.
+    min_step: raise unless the checkpoint has at least this many steps (a finished run, not a killed one).
+
+  Returns:
+    The restored step.
+
+  Raises:
+    FileNotFoundError: no checkpoint in ``workdir`` (or one before ``min_step``).
+    ValueError: the checkpoint does not fit ``model``/``optimizer``.
+
+  Example:
+    >>> import tempfile, numpy as np, optax
+    >>> from flax import nnx
+    >>> d = tempfile.mkdtemp()
+    >>> m = nnx.Linear(1, 1, rngs=nnx.Rngs(0))
+    >>> loss = lambda m, b: (((m(b["x"]) - 2 * b["x"]) ** 2).mean(), {})
+    >>> _ = train(m, loss, {"x": np.ones((8, 1), np.float32)}, optimizer=optax.adam(0.1), num_steps=5,
+    ...           batch_size=8, workdir=d, progress=False)
+    >>> fresh = nnx.Linear(1, 1, rngs=nnx.Rngs(1))
+    >>> restore(fresh, d, optimizer=optax.adam(0.1)), bool((fresh.kernel[...] == m.kernel[...]).all())
+    (5, True)
+  """
+  step = latest_step(workdir)
+  if step is None or (min_step is not None and step < min_step):
+    raise FileNotFoundError(f"workdir {os.fspath(workdir)!r} holds no finished training run: latest checkpoint "
+                            f"step {step}, expected >= {min_step if min_step is not None else 1}.")
+  graphdef, params, rest = nnx.split(model, trainable, ...)
+  template = TrainState(jnp.zeros((), jnp.int32), params, rest, optimizer.init(params),
+                        jax.random.key_data(jax.random.key(0)).astype(jnp.uint32))
+  manager = checkpoint_manager(os.path.join(os.fspath(workdir), "checkpoints"))
+  try:
+    state = _restore(manager, step, template)
+  except (KeyError, TypeError) as err:
+    raise ValueError(f"the checkpoint at step {step} in {os.fspath(workdir)!r} does not fit this model/optimizer "
+                     f"({type(err).__name__}: {err}).") from err
+  finally:
+    manager.close()
+  nnx.update(model, state.params, state.rest)
+  return step
+
+
+def _section_value(section: Any, name: str, default: Any) -> Any:
+  value = section.get(name, default) if hasattr(section, "get") else getattr(section, name, default)
+  return default if value is None else value
+
+
+def optimizer(section: Any, *, num_steps: int | None = None, schedule: str | None = None
+              ) -> optax.GradientTransformation:
+  """The one optimizer factory: AdamW with an optional schedule, gradient clipping and accumulation, built from a
+  config section (a ``ConfigDict``, dict or any object with these attributes).
+
+  Fields (all optional but ``learning_rate``):
+    learning_rate: peak learning rate.
+    weight_decay: AdamW's decoupled weight decay (default 0).
+    b1, b2: Adam's moment decays (defaults 0.9, 0.999).
+    schedule: ``'constant'``, ``'cosine'`` (decay from the peak to ``lr * final_lr_fraction``) or
+      ``'warmup_cosine'`` (linear warmup over ``warmup_steps``, then cosine); default: ``'warmup_cosine'`` when
+      the section has ``warmup_steps``, else ``'constant'``. The ``schedule`` argument overrides the default
+      but not the section's own field.
+    warmup_steps, final_lr_fraction: schedule shape (defaults 0, 0).
+    grad_clip: clip gradients to this global norm first (default: no clipping).
+    accumulate: average this many micro-batch gradients per update (``optax.MultiSteps``; default 1).
+    num_steps: the schedule's length in updates (the ``num_steps`` argument wins over the field).
+
+  The same settings return the same object, so :func:`train` reuses its compiled step across calls.
+
+  Example:
+    >>> tx = optimizer({"learning_rate": 1e-3, "warmup_steps": 10, "grad_clip": 1.0, "num_steps": 100})
+    >>> tx is optimizer({"learning_rate": 1e-3, "warmup_steps": 10, "grad_clip": 1.0, "num_steps": 100})
+    True
+  """
+  lr = _section_value(section, "learning_rate", None)
+  if lr is None:
+    raise ValueError(f"the optimizer section must set learning_rate, got {dict(section) if hasattr(section, 'keys') else section!r}.")
+  has_warmup = _section_value(section, "warmup_steps", None) is not None
+  kind = _section_value(section, "schedule", schedule or ("warmup_cosine" if has_warmup else "constant"))
+  steps = num_steps if num_steps is not None else _section_value(section, "num_steps", None)
+  if kind != "constant" and steps is None:
+    raise ValueError(f"schedule {kind!r} needs num_steps (the argument or the section's field), got None.")
+  clip = _section_value(section, "grad_clip", None)
+  return _optimizer(str(kind), float(lr), None if steps is None else int(steps),
+                    int(_section_value(section, "warmup_steps", 0)), float(_section_value(section, "final_lr_fraction", 0.0)),
+                    None if clip is None else float(clip), float(_section_value(section, "b1", 0.9)),
+                    float(_section_value(section, "b2", 0.999)), float(_section_value(section, "weight_decay", 0.0)),
+                    int(_section_value(section, "accumulate", 1)))
+
+
+@functools.lru_cache(maxsize=64)
+def _optimizer(kind: str, lr: float, num_steps: int | None, warmup: int, final_fraction: float, clip: float | None,
+               b1: float, b2: float, weight_decay: float, accumulate: int) -> optax.GradientTransformation:
+  if kind == "constant":
+    rate: Any = lr
+  elif kind == "cosine":
+    rate = optax.cosine_decay_schedule(lr, max(num_steps, 1), alpha=final_fraction)
+  elif kind == "warmup_cosine":
+    warmup = min(warmup, max(num_steps - 1, 0))
+    rate = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(num_steps, warmup + 1), end_value=lr * final_fraction)
+  else:
+    raise ValueError(f"schedule must be 'constant', 'cosine' or 'warmup_cosine', got {kind!r}.")
+  tx = optax.adamw(rate, b1=b1, b2=b2, weight_decay=weight_decay)
+  if clip is not None:
+    tx = optax.chain(optax.clip_by_global_norm(clip), tx)
+  return optax.MultiSteps(tx, every_k_schedule=accumulate) if accumulate > 1 else tx
 
 
 @functools.lru_cache(maxsize=64)
@@ -175,7 +319,7 @@ def _placement(mesh: jax.sharding.Mesh | None, batch_size: int) -> tuple[Callabl
   """(put_batch, put_state): where batches and the state live; identity functions without a mesh."""
   if mesh is None:
     return (lambda batch: batch), (lambda state: state)
-  n = parallel._check_mesh(mesh, "data")
+  n = parallel.axis_size(mesh, "data")
   if batch_size % n:
     raise ValueError(f"batch_size must be a multiple of the mesh's 'data' axis size {n} to split every batch "
                      f"evenly, got {batch_size}.")
@@ -315,7 +459,7 @@ def train(model: nnx.Module, loss_fn: LossFn, train_data: Any, *, optimizer: opt
           stopped_early = True
           break
         if manager is not None and ((checkpoint_every and done % checkpoint_every == 0) or done == num_steps):
-          manager.save(done, args=ocp.args.StandardSave(_to_saveable(state)))
+          manager.save(done, args=_save_args(state))
   finally:
     if manager is not None:
       manager.wait_until_finished()

@@ -7,8 +7,10 @@ from ml_collections.config_dict import placeholder
 def base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0                           # per-example keys: fold_in(fold_in(key(seed), 1), example index)
-  # kernel_shap | permutation | banzhaf | leave_one_out | gradient_x_input | integrated_gradients | smoothgrad |
-  # explainer (the vit_shapley workdir's explainer, or a tabular FastSHAP explainer at explainer_path)
+  # any name of xattr.jobs.method_names(): a registered method of xattr.methods (kernel_shap, permutation,
+  # banzhaf_msr, lime, leave_one_out, random, gradient_x_input, integrated_gradients, smoothgrad, ...) whose
+  # settings are read from the config section of that name (if any), or explainer (the vit_shapley workdir's
+  # explainer, or a tabular FastSHAP explainer at explainer_path)
   config.method = "kernel_shap"
   config.target = "all"                     # 'all': values [d, classes]; 'predicted': [d] for the predicted class
   # mlp: marginal | baseline; vit_shapley: surrogate | classifier (attention masking); vit: attention
@@ -36,7 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   config.kernel_shap = ml_collections.ConfigDict(dict(num_samples=512, batch_size=256, paired=True))
   config.permutation = ml_collections.ConfigDict(dict(num_permutations=16, batch_size=256))
-  config.banzhaf = ml_collections.ConfigDict(dict(num_samples=512, batch_size=256))
+  config.banzhaf_msr = ml_collections.ConfigDict(dict(num_samples=512, batch_size=256))
   config.integrated_gradients = ml_collections.ConfigDict(dict(num_steps=32))
   config.smoothgrad = ml_collections.ConfigDict(dict(num_samples=32, sigma=0.15))
 

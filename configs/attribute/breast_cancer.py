@@ -4,7 +4,7 @@ Run (from the repository root; trains the explain_tabular MLP into <workdir>/mod
 
   python -m experiments.attribute --config=configs/attribute/breast_cancer.py --workdir=runs/attribute
 
-Other methods: ``--config.method=permutation`` (banzhaf, leave_one_out, gradient_x_input, integrated_gradients,
+Other methods: ``--config.method=permutation`` (banzhaf_msr, leave_one_out, gradient_x_input, integrated_gradients,
 smoothgrad with ``--config.target=predicted``), or a trained FastSHAP explainer with ``--config.method=explainer
 --config.explainer_path=PATH``. Reuse an explain_tabular run's model with
 ``--config.model.workdir=runs/explain_tabular``.
@@ -30,7 +30,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.max_examples = 12
     config.kernel_shap.update(num_samples=256, batch_size=128)
     config.permutation.update(num_permutations=2, batch_size=64)
-    config.banzhaf.update(num_samples=64, batch_size=32)
+    config.banzhaf_msr.update(num_samples=64, batch_size=32)
     config.integrated_gradients.num_steps = 4
     config.smoothgrad.num_samples = 4
     config.report.curve_steps = 6

@@ -11,8 +11,8 @@ from configs.amortize.base import base_config
 def fastshap_config(dataset: str, arg: str | None = None) -> ml_collections.ConfigDict:
   """Tabular FastSHAP on one bundled dataset; ``arg='smoke'`` shrinks everything."""
   config = base_config((dataset,), arg)
-  config.modality = "tabular"               # 'tabular' | 'images' (delegates to experiments.vit_shapley)
-  config.vit = ml_collections.ConfigDict()  # images only: an experiments.vit_shapley config
+  config.modality = "tabular"               # 'tabular' | 'images' (runs xattr.vit_shapley.run_pipeline)
+  config.vit = ml_collections.ConfigDict()  # images only: a configs/vit_shapley config
   config.truth.targets = ("shapley",)
   budgets = config.per_example.kernel_shap
   config.per_example = ml_collections.ConfigDict()

@@ -13,17 +13,27 @@ def base_config(dataset: str) -> ml_collections.ConfigDict:
   """Defaults for a bundled classification dataset: logistic-regression utility, budgets for a 2-core CPU."""
   config = ml_collections.ConfigDict()
   config.dataset = dataset                  # xattr.data.EMBEDDED_DATASETS name (source='embedded')
-  config.source = "embedded"                # 'embedded' | 'npz' (precomputed embeddings) | 'tfds'
+  config.source = "embedded"                # 'embedded' | 'npz' (precomputed embeddings) | 'tfds' | 'synthetic'
   config.npz_path = placeholder(str)        # source='npz': file with x_train, y_train, x_val, y_val
-  config.tfds = ml_collections.ConfigDict()  # source='tfds': a TFDS dataset read with tfds.data_source (no TF)
+  config.tfds = ml_collections.ConfigDict()  # source='tfds': xattr.data.from_tfds (prepared data_dir, no TF)
   config.tfds.name = placeholder(str)
-  config.tfds.data_dir = placeholder(str)
+  config.tfds.data_dir = placeholder(str)   # the folder holding the prepared dataset (never downloaded)
   config.tfds.train_split = "train"
   config.tfds.val_split = "test"
   config.tfds.feature_key = "image"         # flattened to a vector (use embeddings for real images)
   config.tfds.label_key = "label"
   config.tfds.max_train = 1000
   config.tfds.max_val = 500
+  # source='synthetic': xattr.data.scaling_pool.make's arguments (points whose scaling laws differ by design).
+  config.synthetic = ml_collections.ConfigDict()
+  config.synthetic.num_train = 400
+  config.synthetic.num_val = 2000
+  config.synthetic.subgroup_fraction = 0.15
+  config.synthetic.main_dims = 4
+  config.synthetic.subgroup_dims = 4
+  config.synthetic.separation = 1.2
+  config.synthetic.subgroup_separation = 2.5
+  config.synthetic.subgroup_scale = 0.2
   config.seed = 0                           # split, label noise, point choices, sampling keys, networks
   config.test_fraction = 0.2                # embedded: the held-out split is the utility's validation set
   config.pca_dims = placeholder(int)        # project features to this many principal components (train fit)
@@ -49,6 +59,7 @@ def base_config(dataset: str) -> ml_collections.ConfigDict:
   config.sampling.k_min = 100
   config.sampling.k_max = 400
   config.sampling.balance = "proportional"  # 'proportional' | 'equal'
+  config.sampling.size_distribution = "uniform"   # k ~ U[k_min, k_max) | 'log-uniform' (wide size ranges)
   config.sampling.samples_per_point = 64
   config.sampling.budgets = (4, 8, 16, 32, 64)
   config.sampling.chunk_size = 1024         # samples per jitted, sharded call
@@ -58,6 +69,7 @@ def base_config(dataset: str) -> ml_collections.ConfigDict:
   config.truth = ml_collections.ConfigDict()
   config.truth.num_points = 64
   config.truth.samples_per_point = 600
+  config.truth.spacing = "linear"           # sizes spread evenly in k ('linear') or in log k ('geometric')
 
   # TMC Data Shapley (no truncation): orderings of the whole pool, every prefix trained (0 disables).
   config.tmc = ml_collections.ConfigDict()
@@ -84,11 +96,13 @@ def base_config(dataset: str) -> ml_collections.ConfigDict:
   config.amortized.holdout_fraction = 0.1     # samples held out for early stopping
   config.amortized.eval_every = 50
 
-  # Point addition: add the top num_added points ranked by the fitted law at size k to random base datasets of
-  # size k (small and large), compared with the ranking at the other size and with a random choice.
+  # Point addition (size-aware selection): add the top num_added points ranked by the fitted law at a target
+  # size k* to random base datasets of size k*, compared with the ranking made at the other end of the sizes, the
+  # distributional value, TMC Data Shapley, Data Banzhaf and a random choice.
   config.addition = ml_collections.ConfigDict()
   config.addition.small = 100
   config.addition.large = 300             # base size + every rule's added points must fit in the pool
+  config.addition.sizes = ()                # target sizes k* (ascending); () = (small, large)
   config.addition.num_added = 20
   config.addition.repeats = 64
   config.addition.law = "mle"               # whose (c, alpha) rank the points: 'mle' or 'amortized'

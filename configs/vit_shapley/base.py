@@ -50,7 +50,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.evaluate.kernel_shap_threshold = 0.005
   config.evaluate.kernel_shap_max_samples = 2 ** 15
   config.evaluate.baselines = ("random", "leave_one_out", "attention_rollout", "last_layer_attention",
-                               "gradient_x_input", "integrated_gradients", "smoothgrad", "rise", "kernel_shap")
+                               "vanilla_gradients", "gradient_x_input", "integrated_gradients", "smoothgrad",
+                               "gradcam", "attention_x_gradient", "gradient_rollout", "lrp", "rise", "kernel_shap")
   config.evaluate.rise_masks = 64           # game evaluations for RISE (4 per patch)
   config.evaluate.kernel_shap_evals = 64    # KernelSHAP at the same budget as RISE ("matched compute")
   # KernelSHAP error vs exact at these budgets: how many evaluations it needs to match the explainer's error.

@@ -15,7 +15,6 @@ Run:
 
 from __future__ import annotations
 
-import time
 
 import jax
 import jax.numpy as jnp
@@ -24,9 +23,10 @@ import optax
 from absl import app, flags
 from flax import nnx
 
-from xattr import amortize, games, masks, shapley
+from tools.bench.timing import median_time
+from xattr import amortize, masks, shapley, training
+from xattr.amortization import tabular
 from xattr.data import embedded
-from xattr.models import rowwise
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("inputs", 114, "Inputs explained for the latency comparison (the test split's size).")
@@ -35,16 +35,6 @@ flags.DEFINE_integer("fastshap_samples", 32, "FastSHAP coalitions per input and 
 flags.DEFINE_integer("batch_size", 64, "Training batch (inputs per step).")
 flags.DEFINE_integer("steps", 50, "Timed training steps.")
 flags.DEFINE_integer("repeats", 5, "Timed repeats of each explanation run (median reported).")
-
-
-def _timed(fn, repeats: int) -> float:
-  jax.block_until_ready(fn())                   # compile + warm up
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times))
 
 
 def main(argv: list[str]) -> None:
@@ -57,7 +47,7 @@ def main(argv: list[str]) -> None:
   spec = {"kind": "mlp_explainer", "num_features": d, "hidden_sizes": [128, 128], "num_classes": k}
   explainer = amortize.build_module(spec)
   graphdef, params = nnx.split(explainer)
-  opt = optax.adam(1e-3)
+  opt = training.optimizer({"learning_rate": 1e-3})      # constant-rate Adam(W, no decay)
   x = jnp.asarray(ds.x_train[:FLAGS.batch_size])
   ones = jnp.ones(x.shape, bool)
   grand, null = value_fn(x, ones), value_fn(x[:1], ~ones[:1])[0]
@@ -86,7 +76,7 @@ def main(argv: list[str]) -> None:
         return (optax.apply_updates(p, u), o), None
       (p, o), _ = jax.lax.scan(body, (p, o), jax.random.split(key, FLAGS.steps))
       return p
-    seconds = _timed(lambda: steps(params, opt.init(params), jax.random.key(1)), 2)
+    seconds = median_time(lambda: steps(params, opt.init(params), jax.random.key(1)), 2)
     return FLAGS.steps * x.shape[0] / seconds
 
   fs_inputs = throughput(fastshap_loss)
@@ -97,13 +87,12 @@ def main(argv: list[str]) -> None:
 
   xs = jnp.asarray(np.resize(ds.x_test, (FLAGS.inputs, d)))
   explain = amortize.Explainer(explainer, num_features=d, num_classes=k, normalize=True, value_fn=value_fn)
-  folded = rowwise(lambda xm: value_fn(xm[:, :d], xm[:, d:] > 0.5))
-  masked = lambda xb, m: folded(jnp.concatenate([xb, m.astype(xb.dtype)], axis=-1))
-  ks = jax.jit(jax.vmap(lambda xi, kk: shapley.kernel_shap(games.surrogate(masked, xi), d, kk,
+  game_of_x = tabular.game_of_x(value_fn, d)
+  ks = jax.jit(jax.vmap(lambda xi, kk: shapley.kernel_shap(game_of_x(xi), d, kk,
                                                           num_samples=FLAGS.samples, batch_size=512).values))
   keys = jax.random.split(jax.random.key(2), FLAGS.inputs)
-  t_amortized = _timed(lambda: explain(xs), FLAGS.repeats) / FLAGS.inputs
-  t_kernel = _timed(lambda: ks(xs, keys), FLAGS.repeats) / FLAGS.inputs
+  t_amortized = median_time(lambda: explain(xs), FLAGS.repeats) / FLAGS.inputs
+  t_kernel = median_time(lambda: ks(xs, keys), FLAGS.repeats) / FLAGS.inputs
   print(f"per explanation: amortized explainer {t_amortized * 1e6:.1f} us, KernelSHAP ({FLAGS.samples} coalitions) "
         f"{t_kernel * 1e6:.1f} us ({FLAGS.inputs} inputs, after compilation)")
   print(f"speedup_vs_kernel_shap={t_kernel / t_amortized:.1f}x (latency per explanation); model evaluations per "

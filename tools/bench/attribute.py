@@ -10,6 +10,10 @@ Parts:
   * ``explainer``: a trained amortized explainer against KernelSHAP on the same game: the ViT Shapley explainer of a
     vit_shapley workdir on digits test images (``--vit_shapley_workdir``; if missing, the smoke stages are trained
     there first), and the tabular FastSHAP explainer when ``xattr.amortize.load`` and ``--fastshap_path`` exist.
+  * ``memory``: datasets larger than memory. Synthetic breast-cancer-shaped rows written to ``.npy`` files
+    (``--rows``, e.g. 10k and 200k), read back through ``xattr.data.from_npy`` chunk by chunk, and explained with
+    ``--memory_method`` (cheap, so 200k rows take a minute) into a store, each row count in its own process; prints
+    the peak RSS of each (``ru_maxrss``) and their ratio: streaming keeps it flat in the row count.
   * ``devices``: the kernel_shap job in two subprocesses, one with 1 CPU device and one with 4 fake CPU devices
     (``XLA_FLAGS=--xla_force_host_platform_device_count=4``), warm rates and their ratio. Fake devices share the
     host's cores, so the ratio measures the sharding overhead and how well XLA:CPU uses the cores, not 4 chips.
@@ -30,7 +34,7 @@ import time
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("parts", ["kernel_shap", "explainer", "devices"], "Which parts to run.")
+flags.DEFINE_list("parts", ["kernel_shap", "explainer", "devices", "memory"], "Which parts to run.")
 flags.DEFINE_string("workdir", "/tmp/xattr_bench_attribute", "Models, stores and reports go here.")
 flags.DEFINE_integer("examples", None, "Examples to explain (None: the whole test split).")
 flags.DEFINE_integer("chunk_size", 64, "Examples per chunk.")
@@ -42,6 +46,10 @@ flags.DEFINE_bool("curves", False, "Also compute the insertion/deletion curves p
                   "evaluations each; they dominate the explainers' cost).")
 flags.DEFINE_integer("device_chunk_size", 16, "Examples per chunk in the 1 vs 4 device runs (on the 2-core dev box, "
                      "4 fake devices with 64-row chunks hung in XLA:CPU; 16 rows ran).")
+flags.DEFINE_list("rows", ["10000", "200000"], "Row counts of the memory part.")
+flags.DEFINE_string("memory_method", "gradient_x_input", "Method of the memory part.")
+flags.DEFINE_integer("memory_chunk_size", 1024, "Examples per chunk in the memory part.")
+flags.DEFINE_integer("child_rows", None, "Internal: run the memory part's job on this many rows here, print JSON.")
 flags.DEFINE_integer("child_devices", None, "Internal: run the kernel_shap job here on this many devices, print JSON.")
 
 
@@ -82,13 +90,14 @@ def bench_kernel_shap() -> dict[str, float]:
 
 
 def _vit_shapley_workdir() -> str:
-  from experiments import attribute, vit_shapley
+  from xattr import jobs, vit_shapley
   workdir = FLAGS.vit_shapley_workdir or os.path.join(FLAGS.workdir, "vit_shapley_smoke")
   if not os.path.isdir(os.path.join(workdir, "explainer")):
     print(f"training the vit_shapley stages ({FLAGS.vit_shapley_config}) into {workdir} ...", flush=True)
-    vs = attribute.load_config_file(FLAGS.vit_shapley_config)
+    vs = jobs.load_config_file(FLAGS.vit_shapley_config)
     ds = vit_shapley.load_data(vs)
-    classifier = vit_shapley.train_classifier(vs, ds, vit_shapley.model_config(vs, ds), workdir)
+    cfg = vit_shapley.model_config(vs, ds.image_shape, ds.num_classes)
+    classifier = vit_shapley.train_classifier(vs, ds, cfg, workdir)
     surrogate = vit_shapley.train_surrogate(vs, ds, classifier, workdir)
     vit_shapley.train_explainer(vs, ds, surrogate, workdir)
   return workdir
@@ -146,9 +155,71 @@ def bench_devices() -> None:
         f"{os.cpu_count()} cores)", flush=True)
 
 
+def _synthetic_npy(rows: int) -> tuple[str, str]:
+  """``rows`` standardized Gaussian 30-feature rows and random labels in .npy files (written block by block)."""
+  import numpy as np
+  folder = os.path.join(FLAGS.workdir, f"npy_{rows}")
+  x_path, y_path = os.path.join(folder, "x.npy"), os.path.join(folder, "y.npy")
+  if not os.path.exists(y_path):
+    os.makedirs(folder, exist_ok=True)
+    x = np.lib.format.open_memmap(x_path, mode="w+", dtype=np.float32, shape=(rows, 30))
+    rng = np.random.default_rng(0)
+    for start in range(0, rows, 65536):
+      x[start:start + 65536] = rng.normal(size=(min(65536, rows - start), 30))
+    x.flush()
+    del x
+    np.save(y_path, rng.integers(0, 2, rows).astype(np.int32))
+  return x_path, y_path
+
+
+def _memory_child(rows: int) -> dict[str, float]:
+  """The attribution job over ``rows`` on-disk rows (no report); peak RSS in MiB before and after."""
+  import dataclasses
+  import resource
+  from xattr import data, jobs, parallel
+  config = _tabular_config(FLAGS.memory_method)
+  config.update(chunk_size=FLAGS.memory_chunk_size, target="predicted")
+  config.data.max_examples = None
+  workdir = os.path.join(FLAGS.workdir, f"memory_{rows}")
+  shutil.rmtree(os.path.join(workdir, "attributions"), ignore_errors=True)
+  task = jobs.build_task(config, os.path.join(FLAGS.workdir, "memory_model"))
+  task = dataclasses.replace(task, source=data.from_npy(*_synthetic_npy(rows), name="synthetic"))
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  fingerprint, metadata = jobs.job_identity(config, task)
+  explain_one, specs = jobs.explain_function(config, task, fingerprint)
+  store = jobs.open_store(os.path.join(workdir, "attributions"), specs, rows, chunk_size=config.chunk_size,
+                          fingerprint=fingerprint, metadata=metadata, overwrite=True)
+  done = jobs.explain_store(store, task.source, explain_one, mesh=parallel.make_mesh(), progress=False)
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  return dict(rows=rows, peak_rss_mib=peak, rss_before_job_mib=before, attributions_per_s=done["attributions_per_s"])
+
+
+def bench_memory() -> None:
+  results = []
+  for rows in map(int, FLAGS.rows):
+    _synthetic_npy(rows)
+    args = [sys.executable, "-m", "tools.bench.attribute", f"--child_rows={rows}", f"--workdir={FLAGS.workdir}",
+            f"--memory_method={FLAGS.memory_method}", f"--memory_chunk_size={FLAGS.memory_chunk_size}"]
+    result = subprocess.run(args, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    if result.returncode:
+      raise RuntimeError(f"the {rows}-row run failed:\n{result.stderr[-3000:]}")
+    results.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    r = results[-1]
+    print(f"memory: {rows} on-disk rows, {FLAGS.memory_method}, chunks of {FLAGS.memory_chunk_size}: peak RSS "
+          f"{r['peak_rss_mib']:.0f} MiB ({r['rss_before_job_mib']:.0f} MiB before the job), "
+          f"{r['attributions_per_s']:.0f} attributions/s", flush=True)
+  first, last = results[0], results[-1]
+  print(f"peak_rss_ratio_{last['rows']}_vs_{first['rows']}_rows={last['peak_rss_mib'] / first['peak_rss_mib']:.3f} "
+        f"(flat memory: about 1)", flush=True)
+
+
 def main(argv: list[str]) -> None:
   del argv
   import jax
+  if FLAGS.child_rows:
+    print(json.dumps(_memory_child(FLAGS.child_rows)))
+    return
   if FLAGS.child_devices:
     from xattr import parallel
     assert jax.device_count() == FLAGS.child_devices, jax.devices()
@@ -162,6 +233,8 @@ def main(argv: list[str]) -> None:
     bench_explainer(kernel)
   if "devices" in FLAGS.parts:
     bench_devices()
+  if "memory" in FLAGS.parts:
+    bench_memory()
   print(f"total {time.perf_counter() - start:.0f} s")
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from absl import app, flags
 from flax import nnx
 
+from tools.bench.timing import median_time
 from xattr.data import embedded
 from xattr.selection import dime, gdfs, predictor, rollout
 
@@ -32,16 +33,6 @@ flags.DEFINE_list("hidden", ["128", "128"], "Hidden sizes of the predictor and t
 flags.DEFINE_integer("repeats", 5, "Timed repeats (median reported).")
 flags.DEFINE_integer("train_steps", 100, "Timed training steps per method.")
 flags.DEFINE_bool("train", True, "Also time GDFS and DIME training steps.")
-
-
-def _median_time(fn, repeats: int) -> float:
-  jax.block_until_ready(fn())                    # warm-up (compilation)
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times))
 
 
 def python_loop(predict_j, score_j, params, x, num_players: int, num_steps: int):
@@ -71,9 +62,9 @@ def main(argv):
   print(f"device: {jax.devices()[0].device_kind}, digits {d} pixels, hidden {hidden}, T = {t}")
   for batch in (int(b) for b in FLAGS.batches):
     x = jnp.asarray(np.resize(ds.x_test, (batch, d)))
-    scan_s = _median_time(lambda: rollout.greedy(predict, score, params, x, num_players=d, num_steps=t).order,
+    scan_s = median_time(lambda: rollout.greedy(predict, score, params, x, num_players=d, num_steps=t).order,
                           FLAGS.repeats)
-    loop_s = _median_time(lambda: python_loop(predict_j, score_j, params, x, d, t)[0], FLAGS.repeats)
+    loop_s = median_time(lambda: python_loop(predict_j, score_j, params, x, d, t)[0], FLAGS.repeats)
     scan_order = np.asarray(rollout.greedy(predict, score, params, x, num_players=d, num_steps=t).order)
     np.testing.assert_array_equal(scan_order, np.asarray(python_loop(predict_j, score_j, params, x, d, t)[0]))
     rate = lambda s: batch * t / s

@@ -22,6 +22,7 @@ import optax
 from absl import app, flags
 from flax import nnx
 
+from tools.bench import timing
 from xattr import games, shapley
 from xattr.data import embedded
 from xattr.models import MLP, model_fn
@@ -107,6 +108,10 @@ def main(argv):
     times.append(seconds)
   xattr_s = float(np.median(times))
   print(f"xattr: {xattr_s:.3f} s ({1e3 * xattr_s / n:.2f} ms/input; first call incl. compile {compile_s:.2f} s)")
+  sizes = (data.x_train.shape[1], *hidden, 2)
+  row_flops = 2 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))         # one model row (matmuls only)
+  print(timing.roofline("xattr kernel_shap (model matmuls)", n * FLAGS.samples * FLAGS.background * row_flops,
+                        xattr_s, timing.gemm_flops_per_s()))
 
   ref_run, ref_keys = explain_all(f, jnp.asarray(x), jnp.asarray(background), FLAGS.reference_samples, 4096,
                                   jax.random.key(12345))

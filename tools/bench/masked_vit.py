@@ -31,6 +31,7 @@ import numpy as np
 from absl import app, flags
 from flax import nnx
 
+from tools.bench import timing
 from xattr import masks as xmasks
 from xattr.models import vit
 
@@ -197,6 +198,8 @@ def main(argv):
         f"{tflops:.3f} TFLOP/s")
   if backend == "gpu":
     print(f"fraction_of_peak={tflops / FLAGS.peak_tflops:.3f} (peak {FLAGS.peak_tflops} TFLOP/s)")
+  print(timing.roofline("xattr masked forward", vit.flops_per_example(cfg) * rows, seconds["xattr"],
+                        timing.gemm_flops_per_s(dtype=dtype)))
   pair_tflops = vit.flops_per_example(cfg, cfg.num_tokens + cfg.num_prefix_tokens) * rows / 2 / \
       seconds["xattr_pairs"] / 1e12
   pair_diff = float(np.abs(outputs["xattr_pairs"] - outputs["xattr"]).max())

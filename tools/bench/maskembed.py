@@ -26,7 +26,8 @@ import optax
 from absl import app, flags
 from flax import nnx
 
-from xattr import locality
+from tools.bench import timing
+from xattr import locality, training
 from xattr.models import vit
 
 FLAGS = flags.FLAGS
@@ -43,7 +44,7 @@ flags.DEFINE_integer("seed", 0, "Seed for weights, images and masks.")
 def make_step(model: locality.MaskEmbed, reuse: bool):
   """One jitted optimizer step of MaskEmbed (student + decoder trained, teacher frozen)."""
   graphdef, params, rest = nnx.split(model, locality.TRAINABLE, ...)
-  tx = optax.adamw(1e-4, b1=0.9, b2=0.95, weight_decay=0.01)
+  tx = training.optimizer({"learning_rate": 1e-4, "b1": 0.9, "b2": 0.95, "weight_decay": 0.01})   # plain AdamW
 
   @jax.jit
   def step(params, opt_state, images, key):
@@ -83,12 +84,14 @@ def main(argv):
       start = time.perf_counter()
       v[1], v[2], loss = jax.block_until_ready(v[0](v[1], v[2], images, key))
       v[4].append(time.perf_counter() - start)
-  rates = {}
+  rates, gemm = {}, timing.gemm_flops_per_s(dtype=getattr(jnp, FLAGS.dtype))
   for name, v in variants.items():
     seconds = statistics.median(v[4])
     rates[name] = FLAGS.images / seconds
     print(f"{name}: {seconds * 1e3:.1f} ms/step, {rates[name]:.1f} images/s "
           f"({rates[name] * model.num_masks:.1f} image-masks/s)")
+    print(timing.roofline(f"{name} step (XLA cost analysis; a loop body counts once)",
+                          timing.compiled_flops(v[0], v[1], v[2], images, key), seconds, gemm))
   print(f"speedup_encoder_reuse={rates['reuse'] / rates['no_reuse']:.2f}x")
 
 

@@ -26,6 +26,7 @@ from absl import app, flags
 from sklearn.linear_model import LogisticRegression as SkLogistic
 from sklearn.metrics import log_loss
 
+from tools.bench import timing
 from xattr.data import embedded
 from xattr.valuation import samplers, utility
 
@@ -83,6 +84,13 @@ def sklearn_contributions(ds, points, masks, l2, **solver):
   return np.array(deltas), np.array(bases)
 
 
+def utility_flops(u) -> float | None:
+  """XLA's FLOP count of one utility evaluation U(D) (one training), from a batch of 64 subsets."""
+  value = jax.jit(jax.vmap(lambda m: utility.value(u, m)))
+  flops = timing.compiled_flops(value, jnp.ones((64, u.num_points), jnp.float32))
+  return flops / 64 if flops else None
+
+
 def main(argv):
   del argv
   ds = embedded.load(FLAGS.dataset)
@@ -104,6 +112,8 @@ def main(argv):
   xattr_rate = FLAGS.samples / float(np.median(times))
   print(f"xattr: {xattr_rate:.0f} contributions/s (median of {FLAGS.repeats}; first call incl. compilation "
         f"{first:.1f} s)")
+  print(timing.roofline("xattr valuation (XLA cost analysis counts each Newton loop body once: a lower bound)", 2 * FLAGS.samples * utility_flops(u), 1.0 / xattr_rate * FLAGS.samples,
+                        timing.gemm_flops_per_s()))
 
   m = min(FLAGS.sklearn_samples, FLAGS.samples)
   masks = subset_masks(ds.y_train, points[:m], sizes[:m], key)

@@ -1,4 +1,7 @@
-"""Datasets. ``embedded``: scikit-learn's bundled tabular datasets (no network), the default for CPU runs.
+"""Datasets. ``embedded``: scikit-learn's bundled tabular datasets (no network), the default for CPU runs;
+``source``: the one reader of arrays, ``.npz`` files and prepared TFDS datasets every job uses; ``images`` and
+``mosaic``: image datasets built on it; ``contrastive``: target/background pairs. Those three are imported on
+use (``from xattr.data import images``), so loading tabular data does not import them.
 
 Example:
   >>> from xattr import data
@@ -6,9 +9,11 @@ Example:
   ('class_0', 'class_1', 'class_2')
 """
 
-from xattr.data import embedded
+from xattr.data import embedded, source
 from xattr.data.embedded import DATASETS as EMBEDDED_DATASETS
 from xattr.data.embedded import Dataset
 from xattr.data.embedded import load as load_embedded
+from xattr.data.source import Source, from_arrays, from_npy, from_npz, from_tfds, resize
 
-__all__ = ["Dataset", "EMBEDDED_DATASETS", "embedded", "load_embedded"]
+__all__ = ["Dataset", "EMBEDDED_DATASETS", "Source", "embedded", "from_arrays", "from_npy", "from_npz",
+           "from_tfds", "load_embedded", "resize", "source"]

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from xattr import _checks
-from xattr.data.images import _resize
+from xattr.data.source import resize as _resize_image
 
 __all__ = ["MosaicDataset", "digit_mosaics", "patch_labels_from_segmentation", "from_tfds_segmentation", "describe"]
 
@@ -139,7 +139,7 @@ def digit_mosaics(*, num_train: int = 4000, num_test: int = 1000, grid: int = 2,
   rng = np.random.default_rng(seed)
   order = rng.permutation(len(digits.target))
   n_test_digits = int(round(test_fraction * len(order)))
-  tiles = np.stack([_resize(im / 16.0, tile)[..., 0] for im in digits.images]).astype(np.float32)
+  tiles = np.stack([_resize_image(im / 16.0, tile)[..., 0] for im in digits.images]).astype(np.float32)
   labels = digits.target.astype(np.int64)
 
   def build(pool: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -204,7 +204,7 @@ def from_tfds_segmentation(name: str, *, data_dir: str | os.PathLike | None, num
     xs, segs = [], []
     for i in range(n):
       ex = source[i]
-      xs.append(_resize(ex[image_key], image_size))
+      xs.append(_resize_image(ex[image_key], image_size))
       seg = np.asarray(ex[mask_key])
       seg = seg[..., 0] if seg.ndim == 3 else seg
       h, w = seg.shape

@@ -69,6 +69,7 @@ __all__ = [
     "read_safetensors", "write_safetensors", "model_params", "set_params", "to_timm", "from_timm",
     "to_big_vision", "from_big_vision", "load_timm", "load_big_vision", "load", "save_timm", "save_big_vision",
     "save_checkpoint", "load_checkpoint", "resize_position_embedding", "config_to_dict", "config_from_dict",
+    "init_from_pretrained",
 ]
 
 Params = dict[str, Any]          # xattr parameter names ("blocks/0/attn/qkv_kernel") -> arrays
@@ -227,28 +228,35 @@ def _bv_block(i: int) -> str:
   return f"Transformer/encoderblock_{i}/"
 
 
+def _bv_renames(cfg: vit.ViTConfig) -> list[tuple[str, str]]:
+  """(xattr name, big_vision name) of every tensor copied as is (no reshape, split or stack) in both directions."""
+  pairs = []
+  for i in range(cfg.depth):
+    src, dst = f"blocks/{i}/", _bv_block(i)
+    att = dst + "MultiHeadDotProductAttention_0/"
+    for part in ("scale", "bias"):
+      pairs += [(src + f"{ln}/{part}", dst + f"LayerNorm_{j}/{part}") for j, ln in enumerate(("norm1", "norm2"))]
+    pairs += [(src + "attn/out_kernel", att + "out/kernel"), (src + "attn/out_bias", att + "out/bias")]
+    for j in range(2):
+      pairs += [(src + f"mlp/fc{j + 1}/{part}", dst + f"MlpBlock_0/Dense_{j}/{part}") for part in ("kernel", "bias")]
+  return pairs + [("norm/scale", "Transformer/encoder_norm/scale"), ("norm/bias", "Transformer/encoder_norm/bias")]
+
+
+_QKV = ("query", "key", "value")
+
+
 def to_big_vision(params: Params, cfg: vit.ViTConfig) -> dict[str, Any]:
   """xattr parameters -> big_vision names/layouts (including ``cls`` ``[1, 1, W]`` and ``pos_embedding``
   ``[1, P, W]``; registers have no big_vision name and must be absent)."""
   p, c = params, cfg
   out = {"embedding/kernel": p["patch_embed/kernel"].reshape(c.patch_size, c.patch_size, c.num_channels, c.width),
          "embedding/bias": p["patch_embed/bias"]}
+  out.update({bv: p[name] for name, bv in _bv_renames(c)})
   for i in range(c.depth):
-    src, dst = f"blocks/{i}/", _bv_block(i)
-    att = dst + "MultiHeadDotProductAttention_0/"
-    for j, ln in enumerate(("norm1", "norm2")):
-      out[dst + f"LayerNorm_{j}/scale"] = p[src + f"{ln}/scale"]
-      out[dst + f"LayerNorm_{j}/bias"] = p[src + f"{ln}/bias"]
-    for j, name in enumerate(("query", "key", "value")):
+    src, att = f"blocks/{i}/", _bv_block(i) + "MultiHeadDotProductAttention_0/"
+    for j, name in enumerate(_QKV):
       out[att + f"{name}/kernel"] = p[src + "attn/qkv_kernel"][:, j]
       out[att + f"{name}/bias"] = p[src + "attn/qkv_bias"][j]
-    out[att + "out/kernel"] = p[src + "attn/out_kernel"]
-    out[att + "out/bias"] = p[src + "attn/out_bias"]
-    for j in range(2):
-      out[dst + f"MlpBlock_0/Dense_{j}/kernel"] = p[src + f"mlp/fc{j + 1}/kernel"]
-      out[dst + f"MlpBlock_0/Dense_{j}/bias"] = p[src + f"mlp/fc{j + 1}/bias"]
-  out["Transformer/encoder_norm/scale"] = p["norm/scale"]
-  out["Transformer/encoder_norm/bias"] = p["norm/bias"]
   out["head/kernel"] = p["head/kernel"]
   out["head/bias"] = p["head/bias"]
   if "cls" in p:
@@ -262,25 +270,27 @@ def from_big_vision(tensors: Mapping[str, Any], cfg: vit.ViTConfig) -> Params:
   """big_vision names/layouts (normalized, see module doc) -> xattr parameters (except cls/pos_embed)."""
   t, c = tensors, cfg
   out = {"patch_embed/kernel": t["embedding/kernel"].reshape(-1, c.width), "patch_embed/bias": t["embedding/bias"]}
+  out.update({name: t[bv] for name, bv in _bv_renames(c)})
   for i in range(c.depth):
-    src, dst = _bv_block(i), f"blocks/{i}/"
-    att = src + "MultiHeadDotProductAttention_0/"
-    for j, ln in enumerate(("norm1", "norm2")):
-      out[dst + f"{ln}/scale"] = t[src + f"LayerNorm_{j}/scale"]
-      out[dst + f"{ln}/bias"] = t[src + f"LayerNorm_{j}/bias"]
-    out[dst + "attn/qkv_kernel"] = np.stack([t[att + f"{n}/kernel"] for n in ("query", "key", "value")], axis=1)
-    out[dst + "attn/qkv_bias"] = np.stack([t[att + f"{n}/bias"] for n in ("query", "key", "value")], axis=0)
-    out[dst + "attn/out_kernel"] = t[att + "out/kernel"]
-    out[dst + "attn/out_bias"] = t[att + "out/bias"]
-    for j in range(2):
-      out[dst + f"mlp/fc{j + 1}/kernel"] = t[src + f"MlpBlock_0/Dense_{j}/kernel"]
-      out[dst + f"mlp/fc{j + 1}/bias"] = t[src + f"MlpBlock_0/Dense_{j}/bias"]
-  out["norm/scale"] = t["Transformer/encoder_norm/scale"]
-  out["norm/bias"] = t["Transformer/encoder_norm/bias"]
+    dst, att = f"blocks/{i}/", _bv_block(i) + "MultiHeadDotProductAttention_0/"
+    out[dst + "attn/qkv_kernel"] = np.stack([t[att + f"{n}/kernel"] for n in _QKV], axis=1)
+    out[dst + "attn/qkv_bias"] = np.stack([t[att + f"{n}/bias"] for n in _QKV], axis=0)
   if "head/kernel" in t:
     out["head/kernel"] = t["head/kernel"]
     out["head/bias"] = t["head/bias"]
   return out
+
+
+def _timm_renames(cfg: vit.ViTConfig) -> list[tuple[str, str]]:
+  """(xattr name, timm name) of every tensor copied as is (norms and biases) in both directions."""
+  pairs = []
+  for i in range(cfg.depth):
+    src, dst = f"blocks/{i}/", f"blocks.{i}."
+    for ln in ("norm1", "norm2"):
+      pairs += [(src + f"{ln}/scale", dst + f"{ln}.weight"), (src + f"{ln}/bias", dst + f"{ln}.bias")]
+    pairs += [(src + "attn/out_bias", dst + "attn.proj.bias")]
+    pairs += [(src + f"mlp/fc{j}/bias", dst + f"mlp.fc{j}.bias") for j in (1, 2)]
+  return pairs + [("norm/scale", "norm.weight"), ("norm/bias", "norm.bias")]
 
 
 def to_timm(params: Params, cfg: vit.ViTConfig) -> dict[str, Any]:
@@ -290,20 +300,14 @@ def to_timm(params: Params, cfg: vit.ViTConfig) -> dict[str, Any]:
   w, hd = c.width, c.num_heads * c.head_dim
   kernel = p["patch_embed/kernel"].reshape(c.patch_size, c.patch_size, c.num_channels, w)
   out = {"patch_embed.proj.weight": kernel.transpose(3, 2, 0, 1), "patch_embed.proj.bias": p["patch_embed/bias"]}
+  out.update({tm: p[name] for name, tm in _timm_renames(c)})
   for i in range(c.depth):
     src, dst = f"blocks/{i}/", f"blocks.{i}."
-    for ln in ("norm1", "norm2"):
-      out[dst + f"{ln}.weight"] = p[src + f"{ln}/scale"]
-      out[dst + f"{ln}.bias"] = p[src + f"{ln}/bias"]
     out[dst + "attn.qkv.weight"] = p[src + "attn/qkv_kernel"].reshape(w, 3 * hd).T
     out[dst + "attn.qkv.bias"] = p[src + "attn/qkv_bias"].reshape(3 * hd)
     out[dst + "attn.proj.weight"] = p[src + "attn/out_kernel"].reshape(hd, w).T
-    out[dst + "attn.proj.bias"] = p[src + "attn/out_bias"]
     for j in (1, 2):
       out[dst + f"mlp.fc{j}.weight"] = p[src + f"mlp/fc{j}/kernel"].T
-      out[dst + f"mlp.fc{j}.bias"] = p[src + f"mlp/fc{j}/bias"]
-  out["norm.weight"] = p["norm/scale"]
-  out["norm.bias"] = p["norm/bias"]
   out["head.weight"] = p["head/kernel"].T
   out["head.bias"] = p["head/bias"]
   if "cls" in p:
@@ -324,20 +328,14 @@ def from_timm(tensors: Mapping[str, Any], cfg: vit.ViTConfig) -> Params:
   w, h, d = c.width, c.num_heads, c.head_dim
   out = {"patch_embed/kernel": t["patch_embed.proj.weight"].transpose(2, 3, 1, 0).reshape(-1, w),
          "patch_embed/bias": t["patch_embed.proj.bias"]}
+  out.update({name: t[tm] for name, tm in _timm_renames(c)})
   for i in range(c.depth):
     src, dst = f"blocks.{i}.", f"blocks/{i}/"
-    for ln in ("norm1", "norm2"):
-      out[dst + f"{ln}/scale"] = t[src + f"{ln}.weight"]
-      out[dst + f"{ln}/bias"] = t[src + f"{ln}.bias"]
     out[dst + "attn/qkv_kernel"] = t[src + "attn.qkv.weight"].T.reshape(w, 3, h, d)
     out[dst + "attn/qkv_bias"] = t[src + "attn.qkv.bias"].reshape(3, h, d)
     out[dst + "attn/out_kernel"] = t[src + "attn.proj.weight"].T.reshape(h, d, w)
-    out[dst + "attn/out_bias"] = t[src + "attn.proj.bias"]
     for j in (1, 2):
       out[dst + f"mlp/fc{j}/kernel"] = t[src + f"mlp.fc{j}.weight"].T
-      out[dst + f"mlp/fc{j}/bias"] = t[src + f"mlp.fc{j}.bias"]
-  out["norm/scale"] = t["norm.weight"]
-  out["norm/bias"] = t["norm.bias"]
   if "head.weight" in t:
     out["head/kernel"] = t["head.weight"].T
     out["head/bias"] = t["head.bias"]
@@ -655,6 +653,45 @@ def load_checkpoint(directory: str | os.PathLike, **overrides: Any) -> vit.ViT:
   model = nnx.eval_shape(lambda: vit.ViT(cfg, rngs=nnx.Rngs(0)))
   set_params(model, {k.replace(".", "/"): v for k, v in state.items()})
   return model
+
+
+def init_from_pretrained(model: vit.ViT, path: str | os.PathLike) -> None:
+  """Copies pretrained weights into ``model`` in place: all but the head, which stays fresh for the new classes.
+
+  Args:
+    model: the ViT to initialise (its config fixes image size, dtype, removal and head count).
+    path: a big_vision ``.npz``, a timm ``.safetensors`` file, or a folder written by
+      ``python -m xattr.models.convert``. Position embeddings are resized to the model's grid when needed.
+
+  Raises:
+    ValueError: the checkpoint's architecture does not fit ``model`` (the message names both).
+
+  Example:
+    >>> import tempfile, os
+    >>> src = vit.ViT(vit.config("nano/8", image_size=16, num_channels=1, num_classes=3), rngs=nnx.Rngs(0))
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
+    >>> save_timm(src, path)
+    >>> dst = vit.ViT(vit.config("nano/8", image_size=16, num_channels=1, num_classes=5), rngs=nnx.Rngs(1))
+    >>> init_from_pretrained(dst, path)
+    >>> bool(np.allclose(model_params(dst)["cls"], model_params(src)["cls"]))
+    True
+  """
+  from absl import logging
+
+  cfg = model.config
+  kwargs = dict(image_size=cfg.image_size, dtype=cfg.dtype, removal=cfg.removal, num_heads=cfg.num_heads)
+  if os.path.isdir(path):
+    pretrained = load_checkpoint(path, **kwargs)
+  else:
+    pretrained = load(path, skip_head=True, num_classes=cfg.num_classes, **kwargs)
+  params = {k: v for k, v in model_params(pretrained).items() if not k.startswith("head/")}
+  try:
+    set_params(model, params, strict=False)
+  except (KeyError, ValueError) as err:
+    raise ValueError(f"model.init_from={os.fspath(path)!r} does not fit model.name={cfg.width}-wide, "
+                     f"{cfg.depth}-deep config: {err} Set model.name (and overrides) to the checkpoint's "
+                     "architecture.") from err
+  logging.info("classifier initialised from %s (%d tensors, head left fresh)", path, len(params))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-__all__ = ["ACTIVATIONS", "MLP", "Functional", "functional", "model_fn", "rowwise"]
+__all__ = ["ACTIVATIONS", "POSTPROCESS", "MLP", "Functional", "functional", "model_fn", "resolve_postprocess", "rowwise"]
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
@@ -34,11 +34,27 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "elu": jax.nn.elu,
 }
 
-_POSTPROCESS: dict[str, Callable[[jax.Array], jax.Array]] = {
+POSTPROCESS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "softmax": lambda y: jax.nn.softmax(y, axis=-1),
     "sigmoid": jax.nn.sigmoid,
     "squeeze": lambda y: y[..., 0],
 }
+
+
+def resolve_postprocess(postprocess: str | Callable[[jax.Array], jax.Array] | None
+                        ) -> Callable[[jax.Array], jax.Array]:
+  """The output transform named by ``postprocess``: a name in :data:`POSTPROCESS`, a callable, or None (identity).
+
+  Example:
+    >>> float(resolve_postprocess("sigmoid")(jnp.array(0.0))), resolve_postprocess(None)(3)
+    (0.5, 3)
+  """
+  if isinstance(postprocess, str):
+    if postprocess not in POSTPROCESS:
+      raise ValueError(f"postprocess must be None, a callable or one of {sorted(POSTPROCESS)}, "
+                       f"got {postprocess!r}.")
+    postprocess = POSTPROCESS[postprocess]
+  return postprocess or (lambda y: y)
 
 
 def _activation(activation: str | Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array], jax.Array]:
@@ -145,11 +161,6 @@ def model_fn(model: nnx.Module, *, postprocess: str | Callable[[jax.Array], jax.
     fold_vmap: wrap the function with :func:`rowwise` (fast ``vmap`` over inputs on CPU; no reverse-mode grad).
   """
   state, apply = functional(model)
-  if isinstance(postprocess, str):
-    if postprocess not in _POSTPROCESS:
-      raise ValueError(f"postprocess must be None, a callable or one of {sorted(_POSTPROCESS)}, "
-                       f"got {postprocess!r}.")
-    postprocess = _POSTPROCESS[postprocess]
-  post: Callable[[Any], Any] = postprocess or (lambda y: y)
+  post: Callable[[Any], Any] = resolve_postprocess(postprocess)
   fn = lambda x: post(apply(state, x))
   return rowwise(fn) if fold_vmap else fn

@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from xattr.models.mlp import _POSTPROCESS, Functional
+from xattr.models.mlp import Functional, resolve_postprocess
 
 __all__ = [
     "VARIANTS", "REMOVALS", "POOLS", "ViTConfig", "config", "attention_bias", "LayerNorm", "Attention", "MlpBlock",
@@ -547,7 +547,7 @@ def masked_model_fn(model: ViT, postprocess: str | Callable[[jax.Array], jax.Arr
     model: a :class:`ViT`.
     postprocess: None (logits), 'softmax', 'sigmoid', 'squeeze' or a callable on the logits.
   """
-  post = _resolve_postprocess(postprocess)
+  post = resolve_postprocess(postprocess)
   state, apply = functional(model)
   return lambda images, mask: post(apply(state, images, mask))
 
@@ -556,18 +556,9 @@ def pair_model_fn(model: ViT, postprocess: str | Callable[[jax.Array], jax.Array
                   ) -> Callable[[jax.Array, jax.Array], jax.Array]:
   """Like :func:`masked_model_fn` for :meth:`ViT.complement_pair`: ``(images[B, ...], mask[B, P]) -> [B, 2, ...]``
   (outputs under ``mask`` and ``~mask`` from one packed forward pass)."""
-  post = _resolve_postprocess(postprocess)
+  post = resolve_postprocess(postprocess)
   graphdef, state = nnx.split(model)
   return lambda images, mask: post(nnx.merge(graphdef, state).complement_pair(images, mask))
-
-
-def _resolve_postprocess(postprocess: str | Callable[[jax.Array], jax.Array] | None) -> Callable[[jax.Array], jax.Array]:
-  if isinstance(postprocess, str):
-    if postprocess not in _POSTPROCESS:
-      raise ValueError(f"postprocess must be None, a callable or one of {sorted(_POSTPROCESS)}, "
-                       f"got {postprocess!r}.")
-    postprocess = _POSTPROCESS[postprocess]
-  return postprocess or (lambda y: y)
 
 
 def flops_per_example(config: ViTConfig, num_tokens: int | None = None) -> int:

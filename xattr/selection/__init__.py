@@ -7,7 +7,13 @@ Modules:
   * :mod:`~xattr.selection.dime` – value network regressing CMI onto loss drops (DIME);
   * :mod:`~xattr.selection.rollout` – the greedy selection kernel (one ``lax.scan``) with stopping rules;
   * :mod:`~xattr.selection.baselines` – random order, static greedy ranking, CAE-style static selection;
-  * :mod:`~xattr.selection.oracle` – a synthetic problem with a closed-form greedy CMI order.
+  * :mod:`~xattr.selection.oracle` – a synthetic problem with a closed-form greedy CMI order;
+  * :mod:`~xattr.selection.evaluation` – accuracy/AUROC against the number of features and the cost spent.
+
+A whole study (import these explicitly; they pull in data loading and plotting):
+  * :mod:`~xattr.selection.problem` – a seed's splits, groups and costs from a config;
+  * :mod:`~xattr.selection.study` – per seed: pretrain, run every method, score, cache the results;
+  * :mod:`~xattr.selection.report` – aggregation over seeds, figures, ``report.md`` and ``summary.json``.
 
 Example:
   >>> import jax.numpy as jnp

@@ -44,7 +44,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from xattr import _checks, training
+from xattr import _checks
 from xattr.selection import gdfs
 from xattr.selection import predictor as predictor_lib
 from xattr.selection import rollout as rollout_lib
@@ -256,15 +256,7 @@ def train(key: jax.Array, predictor: nnx.Module, value_net: nnx.Module, train_da
   Returns:
     :class:`DIMEResult`; the modules hold the best validation block's parameters.
   """
-  num_players = _checks.positive_int("value_net.num_players", getattr(value_net, "num_players", None))
-  if getattr(predictor, "num_players", num_players) != num_players:
-    raise ValueError(f"predictor.num_players ({predictor.num_players}) must equal value_net.num_players "
-                     f"({num_players}).")
-  num_steps = _checks.positive_int("num_steps", num_steps)
-  if num_steps > num_players:
-    raise ValueError(f"num_steps must be <= num_players={num_players}, got {num_steps}.")
-  predictor_lib.check_data("train_data", train_data)
-  predictor_lib.check_data("val_data", val_data)
+  num_players, num_steps = predictor_lib.check_training(predictor, value_net, "value_net", num_steps, train_data, val_data)
   if scaling not in SCALINGS:
     raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}.")
   _checks.probability("epsilon", epsilon)
@@ -292,13 +284,12 @@ def train(key: jax.Array, predictor: nnx.Module, value_net: nnx.Module, train_da
   for block in range(max_blocks):
     if eps < min_epsilon:
       break
-    mask_key, seed = predictor_lib.mask_key_and_seed(jax.random.fold_in(key, block))
-    # Epsilon is state, so every block runs the same compiled program (see Bundle).
-    bundle = predictor_lib.Bundle(mask_key, scalars={"epsilon": eps}, predictor=predictor, value=value_net)
-    result = training.train(bundle, loss_fn, dict(train_data), optimizer=optimizer,
-                            num_steps=steps_per_block, batch_size=batch_size, seed=seed,
-                            workdir=None if workdir is None else os.path.join(workdir, f"block_{block:03d}"),
-                            progress=progress, desc=f"dime eps={eps:.3g}")
+    # Epsilon is state, so every block runs the same compiled program (see predictor.Bundle).
+    result = predictor_lib.train_stage(
+        jax.random.fold_in(key, block), loss_fn, train_data, scalars={"epsilon": eps}, optimizer=optimizer,
+        num_steps=steps_per_block, batch_size=batch_size,
+        workdir=None if workdir is None else os.path.join(workdir, f"block_{block:03d}"), progress=progress,
+        desc=f"dime eps={eps:.3g}", predictor=predictor, value=value_net)
     histories.append(result.history)
     epsilons.append(eps)
     pred, val = predictor_lib.masked_fn(predictor), predictor_lib.masked_fn(value_net)

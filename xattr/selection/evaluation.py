@@ -16,11 +16,13 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from sklearn import metrics as sk_metrics
 
-__all__ = ["METRICS", "default_metric", "score", "budget_curve", "mean_std", "markdown_table"]
+__all__ = ["METRICS", "default_metric", "score", "budget_curve", "step_costs", "rollout_scores", "stopping_point",
+           "mean_std", "markdown_table"]
 
 METRICS = ("accuracy", "auroc")
 
@@ -68,6 +70,51 @@ def budget_curve(step_logits: np.ndarray, labels: np.ndarray, metric: str) -> np
     raise ValueError(f"step_logits must be float[num_samples={len(labels)}, T + 1, classes], got shape "
                      f"{step_logits.shape}.")
   return np.array([score(step_logits[:, t], labels, metric) for t in range(step_logits.shape[1])])
+
+
+def step_costs(order: np.ndarray, costs: np.ndarray) -> np.ndarray:
+  """Cost spent after 0..T selections of each sample: float64[N, T + 1] (stopped steps, ``-1``, cost nothing).
+
+  Example:
+    >>> step_costs(np.array([[2, 0], [1, -1]]), np.array([1.0, 2.0, 3.0])).tolist()
+    [[0.0, 3.0, 4.0], [0.0, 2.0, 2.0]]
+  """
+  order, costs = np.asarray(order), np.asarray(costs)
+  spent = np.where(order >= 0, costs[order], 0.0)
+  return np.concatenate([np.zeros((len(order), 1)), np.cumsum(spent, 1)], axis=1)
+
+
+def rollout_scores(out: Any, labels: np.ndarray, costs: np.ndarray, metric: str) -> dict[str, np.ndarray]:
+  """The curves of one rollout run to its full budget T (a :class:`~xattr.selection.rollout.Rollout` or anything
+  with ``step_logits`` float[N, T + 1, C] and ``order`` int[N, T]).
+
+  Returns:
+    ``curve`` (``metric`` after 0..T selections), ``accuracy`` (the same for accuracy), ``cost`` (average cost
+    spent after 0..T selections) and ``order`` (the selections).
+
+  Example:
+    >>> from types import SimpleNamespace
+    >>> out = SimpleNamespace(step_logits=np.array([[[0.0, 1.0], [2.0, 0.0]], [[0.0, 1.0], [0.0, 3.0]]]),
+    ...                       order=np.array([[1], [0]]))
+    >>> r = rollout_scores(out, np.array([0, 1]), np.array([1.0, 2.0]), "accuracy")
+    >>> r["curve"].tolist(), r["cost"].tolist()
+    ([0.5, 1.0], [0.0, 1.5])
+  """
+  order, step_logits = np.asarray(out.order), np.asarray(out.step_logits)
+  return {"curve": budget_curve(step_logits, labels, metric), "accuracy": budget_curve(step_logits, labels, "accuracy"),
+          "cost": step_costs(order, costs).mean(0), "order": order}
+
+
+def stopping_point(out: Any, labels: np.ndarray, metric: str) -> tuple[float, float]:
+  """(average cost, metric) of a rollout with a per-sample stopping rule (its final ``cost`` and ``logits``).
+
+  Example:
+    >>> from types import SimpleNamespace
+    >>> out = SimpleNamespace(cost=np.array([1.0, 3.0]), logits=np.array([[0.0, 1.0], [0.0, 1.0]]))
+    >>> stopping_point(out, np.array([1, 0]), "accuracy")
+    (2.0, 0.5)
+  """
+  return float(np.mean(np.asarray(out.cost))), score(np.asarray(out.logits), labels, metric)
 
 
 def mean_std(values: Sequence[np.ndarray] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -44,7 +44,6 @@ import numpy as np
 import optax
 from flax import nnx
 
-from xattr import _checks, training
 from xattr.selection import predictor as predictor_lib
 from xattr.selection import rollout as rollout_lib
 
@@ -220,15 +219,7 @@ def train(key: jax.Array, predictor: nnx.Module, policy: nnx.Module, train_data:
   Returns:
     :class:`GDFSResult`. The modules hold the parameters of the best stage at zero temperature.
   """
-  num_players = _checks.positive_int("policy.num_players", getattr(policy, "num_players", None))
-  if getattr(predictor, "num_players", num_players) != num_players:
-    raise ValueError(f"predictor.num_players ({predictor.num_players}) must equal policy.num_players "
-                     f"({num_players}).")
-  num_steps = _checks.positive_int("num_steps", num_steps)
-  if num_steps > num_players:
-    raise ValueError(f"num_steps must be <= num_players={num_players}, got {num_steps}.")
-  predictor_lib.check_data("train_data", train_data)
-  predictor_lib.check_data("val_data", val_data)
+  num_players, num_steps = predictor_lib.check_training(predictor, policy, "policy", num_steps, train_data, val_data)
   if not temperatures or min(temperatures) <= 0:
     raise ValueError(f"temperatures must be a non-empty sequence of positive floats, got {temperatures!r}.")
 
@@ -241,13 +232,12 @@ def train(key: jax.Array, predictor: nnx.Module, policy: nnx.Module, train_data:
   optimizer = optax.adam(learning_rate)
   val_losses, histories, best, best_state = [], [], np.inf, None
   for i, tau in enumerate(temperatures):
-    mask_key, seed = predictor_lib.mask_key_and_seed(jax.random.fold_in(key, i))
-    # The temperature is state, so every stage runs the same compiled program (see Bundle).
-    bundle = predictor_lib.Bundle(mask_key, scalars={"temperature": tau}, predictor=predictor, policy=policy)
-    result = training.train(bundle, loss_fn, dict(train_data), optimizer=optimizer,
-                            num_steps=steps_per_stage, batch_size=batch_size, seed=seed,
-                            workdir=None if workdir is None else os.path.join(workdir, f"stage_{i}"),
-                            progress=progress, desc=f"gdfs tau={tau:.3g}")
+    # The temperature is state, so every stage runs the same compiled program (see predictor.Bundle).
+    result = predictor_lib.train_stage(
+        jax.random.fold_in(key, i), loss_fn, train_data, scalars={"temperature": tau}, optimizer=optimizer,
+        num_steps=steps_per_stage, batch_size=batch_size,
+        workdir=None if workdir is None else os.path.join(workdir, f"stage_{i}"), progress=progress,
+        desc=f"gdfs tau={tau:.3g}", predictor=predictor, policy=policy)
     histories.append(result.history)
     pred, pol = predictor_lib.masked_fn(predictor), predictor_lib.masked_fn(policy)
     val = validation_loss(predict_fn(pred.apply), score_fn(pol.apply),

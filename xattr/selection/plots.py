@@ -22,10 +22,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-__all__ = ["curves_plot", "order_plot"]
+from xattr import plots as shared_plots
 
-_STYLES = {"gdfs": ("#D81B60", "o"), "dime": ("#1E88E5", "s"), "static": ("#FFC107", "^"),
-           "random": ("#7F7F7F", "v"), "cae": ("#004D40", "D")}
+__all__ = ["curves_plot", "order_plot"]
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> str:
@@ -51,13 +50,13 @@ def curves_plot(curves: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
   """
   fig = Figure(figsize=(6.4, 4.4), dpi=dpi)
   ax = fig.add_subplot()
-  for i, (name, (x, mean, std)) in enumerate(curves.items()):
+  styles = shared_plots.method_styles(list(curves))      # every curve its own colour and marker
+  for name, (x, mean, std) in curves.items():
     x, mean, std = (np.asarray(a, np.float64) for a in (x, mean, std))
     ok = np.isfinite(x) & np.isfinite(mean)
-    color, marker = _STYLES.get(name.split()[0], (f"C{i}", "o"))
-    style = "--" if "(" in name else "-"                 # e.g. "dime (penalized)": a stopping-rule sweep
-    ax.plot(x[ok], mean[ok], style, color=color, marker=marker, markersize=3.5, linewidth=1.4, label=name)
-    ax.fill_between(x[ok], (mean - std)[ok], (mean + std)[ok], color=color, alpha=0.15, linewidth=0)
+    style = dict(styles[name], linestyle="--" if "(" in name else styles[name]["linestyle"])  # "(rule)": a sweep
+    ax.plot(x[ok], mean[ok], markersize=3.5, linewidth=1.4, label=name, **style)
+    ax.fill_between(x[ok], (mean - std)[ok], (mean + std)[ok], color=style["color"], alpha=0.15, linewidth=0)
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   if title:

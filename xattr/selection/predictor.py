@@ -47,7 +47,7 @@ from xattr import _checks, masks, training
 from xattr.models import MLP
 
 __all__ = ["GroupMatrix", "MaskedMLP", "MaskedViT", "MaskedFn", "masked_fn", "cross_entropy", "inputs_of",
-           "check_data", "Scalar", "Bundle", "pretrain", "mask_key_and_seed"]
+           "check_data", "check_training", "Scalar", "Bundle", "pretrain", "mask_key_and_seed", "train_stage"]
 
 Inputs = Any        # float[B, d] or {"x": float[B, d], "prior": float[B, q]}
 ApplyFn = Callable[[Any, Inputs, jax.Array], jax.Array]
@@ -231,6 +231,29 @@ def check_data(name: str, data: Any) -> None:
     raise ValueError(f"{name}['y'] must hold integer class labels, got dtype {np.asarray(data['y']).dtype}.")
 
 
+def check_training(predictor: nnx.Module, selector: nnx.Module, selector_name: str, num_steps: int,
+                   train_data: Any, val_data: Any) -> tuple[int, int]:
+  """Checks a predictor and a selection network (``selector_name``: ``'policy'``, ``'value_net'``) trained together
+  for ``num_steps`` selections, and their data; returns ``(num_players, num_steps)``.
+
+  Example:
+    >>> from types import SimpleNamespace as NS
+    >>> data = {"x": np.zeros((3, 2)), "y": np.zeros(3, np.int32)}
+    >>> check_training(NS(num_players=4), NS(num_players=4), "policy", 2, data, data)
+    (4, 2)
+  """
+  num_players = _checks.positive_int(f"{selector_name}.num_players", getattr(selector, "num_players", None))
+  if getattr(predictor, "num_players", num_players) != num_players:
+    raise ValueError(f"predictor.num_players ({predictor.num_players}) must equal {selector_name}.num_players "
+                     f"({num_players}).")
+  num_steps = _checks.positive_int("num_steps", num_steps)
+  if num_steps > num_players:
+    raise ValueError(f"num_steps must be <= num_players={num_players}, got {num_steps}.")
+  check_data("train_data", train_data)
+  check_data("val_data", val_data)
+  return num_players, num_steps
+
+
 class Scalar(nnx.Variable):
   """A hyperparameter held in a module's state (e.g. a temperature or an exploration rate), not trained."""
 
@@ -276,6 +299,32 @@ def mask_key_and_seed(key: jax.Array) -> tuple[jax.Array, int]:
   mask_key, order_key = jax.random.split(key)
   rbg_key = jax.random.wrap_key_data(jax.random.bits(mask_key, (4,), jnp.uint32), impl="rbg")
   return rbg_key, int(jax.random.randint(order_key, (), 0, 2 ** 31 - 1))
+
+
+def train_stage(key: jax.Array, loss_fn: training.LossFn, train_data: Mapping[str, np.ndarray], *,
+                scalars: Mapping[str, float], optimizer: optax.GradientTransformation, num_steps: int,
+                batch_size: int, workdir: str | None, progress: bool, desc: str,
+                **modules: nnx.Module) -> training.TrainResult:
+  """One stage of a staged selection objective (a GDFS temperature, a DIME epsilon block): the ``modules`` trained
+  together in a :class:`Bundle` holding this stage's ``scalars``, masks and data order drawn from ``key``.
+
+  Every stage runs the same compiled program (the scalars are state), and ``workdir`` (None: no checkpoints)
+  makes the stage resumable on its own.
+
+  Example:
+    >>> net = MaskedMLP(2, 2, (), rngs=nnx.Rngs(0))
+    >>> data = {"x": np.ones((8, 2), np.float32), "y": np.zeros(8, np.int32)}
+    >>> loss = lambda b, batch: (b.scale[...] * cross_entropy(b.predictor(batch["x"], jnp.ones((8, 2), bool)),
+    ...                                                      batch["y"]).mean(), {})
+    >>> out = train_stage(jax.random.key(0), loss, data, scalars={"scale": 1.0}, optimizer=optax.adam(0.1),
+    ...                   num_steps=2, batch_size=8, workdir=None, progress=False, desc="stage", predictor=net)
+    >>> int(out.state.step)
+    2
+  """
+  mask_key, seed = mask_key_and_seed(key)
+  bundle = Bundle(mask_key, scalars=dict(scalars), **modules)
+  return training.train(bundle, loss_fn, dict(train_data), optimizer=optimizer, num_steps=num_steps,
+                        batch_size=batch_size, seed=seed, workdir=workdir, progress=progress, desc=desc)
 
 
 def pretrain(key: jax.Array, predictor: nnx.Module, train_data: Mapping[str, np.ndarray], *, num_steps: int,

@@ -38,7 +38,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from xattr import _checks, training
+from xattr import _checks, artifacts, training
 from xattr.models import MLP
 from xattr.valuation import scaling
 
@@ -223,10 +223,13 @@ def _train_best_on_holdout(model: nnx.Module, loss_fn, data: dict[str, np.ndarra
   hold = {k: jnp.asarray(v[held]) for k, v in data.items()}
   state_def = jax.tree.structure(nnx.state(model))
   path = os.path.join(workdir, "best_holdout.npz") if workdir else None
+  # The saved best state belongs to these samples, this split and this network only.
+  shapes = [[list(np.shape(x)), str(x.dtype)] for x in jax.tree.leaves(nnx.state(model))]
+  fp = artifacts.fingerprint("best_holdout", seed, holdout_fraction, eval_every, shapes, data=data, library=False)
+  saved = artifacts.load(path, fp) if path else None
   best = {"loss": np.inf, "leaves": None}
-  if path and os.path.exists(path):
-    with np.load(path) as f:
-      best = {"loss": float(f["loss"]), "leaves": [f[f"leaf_{i}"] for i in range(int(f["count"]))]}
+  if saved is not None:
+    best = {"loss": float(saved["loss"]), "leaves": [saved[f"leaf_{i}"] for i in range(int(saved["count"]))]}
   holdout_loss = jax.jit(lambda m, batch: loss_fn(m, batch)[0])
 
   def eval_fn(m, step):
@@ -234,10 +237,8 @@ def _train_best_on_holdout(model: nnx.Module, loss_fn, data: dict[str, np.ndarra
     if loss < best["loss"]:
       best.update(loss=loss, leaves=[np.asarray(x) for x in jax.tree.leaves(nnx.state(m))])
       if path:
-        os.makedirs(workdir, exist_ok=True)
-        np.savez(path + ".tmp.npz", loss=loss, count=len(best["leaves"]),
-                 **{f"leaf_{i}": x for i, x in enumerate(best["leaves"])})
-        os.replace(path + ".tmp.npz", path)
+        artifacts.save(path, {"loss": loss, "count": len(best["leaves"]),
+                              **{f"leaf_{i}": x for i, x in enumerate(best["leaves"])}}, fp)
     return {"holdout_loss": loss}
 
   train_kwargs["batch_size"] = min(train_kwargs["batch_size"], int((~held).sum()))

@@ -194,15 +194,16 @@ def sharded_map(fn: Callable[[Any, Any], Any], shared: Any, batch: Any, *, mesh:
   chunk = -(-chunk // devices) * devices
   run = _compiled(fn, mesh, axis_name)
   rows = parallel.data_sharding(mesh, axis_name)
-  shared = jax.device_put(shared, parallel.replicated(mesh))
+  shared = parallel.put(shared, parallel.replicated(mesh))
   parts = []
   num_chunks = -(-n // chunk)
   with tqdm.tqdm(total=n, desc=desc, unit="sample", disable=not progress or num_chunks < 2,
                  dynamic_ncols=True) as bar:
     for start in range(0, n, chunk):
       idx = np.minimum(np.arange(start, start + chunk), n - 1)
-      out = run(shared, jax.device_put(jax.tree.map(lambda a: a[idx], batch), rows))
-      parts.append(jax.tree.map(lambda a, m=min(chunk, n - start): np.asarray(a)[:m], out))
+      out = run(shared, parallel.put(jax.tree.map(lambda a: a[idx], batch), rows))
+      # to_host gathers the rows of other processes' devices in a multi-process run.
+      parts.append(jax.tree.map(lambda a, m=min(chunk, n - start): a[:m], parallel.to_host(out)))
       bar.update(min(chunk, n - start))
   return jax.tree.map(lambda *p: np.concatenate(p), *parts)
 

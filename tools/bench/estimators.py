@@ -1,0 +1,271 @@
+"""Sample efficiency of Shapley estimators: xattr against every shapiq approximator and shap, at matched game rows.
+
+Games: three scikit-learn models of different kinds (a random forest on diabetes, d = 10; logistic regression on
+wine, d = 13; an MLP on the first 16 breast-cancer features), each explained at a few test inputs with baseline
+removal (absent features take the training mean). Every game's 2^d values are tabulated once in float64, so each
+tool is handed the same game and the exact Shapley values come from enumeration (computed here in numpy,
+independently of xattr). Budgets are matched by counting the rows each tool evaluates: shapiq's approximators are
+given the budget and their calls are counted; xattr's settings are the largest whose ``num_evals`` fits the
+budget; shap's KernelExplainer gets ``nsamples = budget`` with the one-row baseline as background.
+
+Prints, per budget, the normalized MSE (sum of squared errors over sum of squared true values, averaged over
+inputs and seeds) of every method, ``mse_ratio_vs_best_peer=<x>`` (xattr's default ``kernel_shap`` over the best
+peer) and, for xattr's estimators, the std calibration ratio (root mean reported variance over RMSE; 1 is
+calibrated).
+
+Run (shapiq >= 1.5 needs Python >= 3.12: the benchmark has its own environment):
+  /root/.pyenv/versions/3.12.1/bin/python -m venv .venv-bench
+  .venv-bench/bin/pip install -e '.[dev]' 'shapiq>=1.5' 'shap>=0.46'
+  .venv-bench/bin/python -m tools.bench.estimators                   # budgets 128,512,2048, 10 seeds
+  .venv-bench/bin/python -m tools.bench.estimators --seeds=3 --inputs=2 # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+jax.config.update("jax_enable_x64", True)      # the tables and xattr's solves in float64, like the peers
+
+
+def _datasets():
+  from sklearn import datasets, ensemble, linear_model, neural_network, preprocessing
+  diabetes, wine, cancer = datasets.load_diabetes(), datasets.load_wine(), datasets.load_breast_cancer()
+  x_c = preprocessing.StandardScaler().fit_transform(cancer.data[:, :16])
+  x_w = preprocessing.StandardScaler().fit_transform(wine.data)
+  models = {
+      "diabetes_forest": (ensemble.RandomForestRegressor(50, max_depth=6, random_state=0).fit(diabetes.data,
+                                                                                              diabetes.target),
+                          diabetes.data, lambda m, x: m.predict(x)),
+      "wine_logistic": (linear_model.LogisticRegression(max_iter=2000).fit(x_w, wine.target), x_w,
+                        lambda m, x: m.predict_proba(x)[:, 0]),
+      "cancer_mlp": (neural_network.MLPClassifier((32,), max_iter=2000, random_state=0).fit(x_c, cancer.target),
+                     x_c, lambda m, x: m.predict_proba(x)[:, 1]),
+  }
+  return models
+
+
+def coalitions(d: int) -> np.ndarray:
+  """bool[2^d, d]: row r is the coalition whose bit i is bit i of r."""
+  return ((np.arange(2 ** d)[:, None] >> np.arange(d)) & 1).astype(bool)
+
+
+def exact_shapley(table: np.ndarray, d: int) -> np.ndarray:
+  """Exact Shapley values of a tabulated game (numpy, float64)."""
+  from math import comb
+  masks = coalitions(d)
+  sizes = masks.sum(1)
+  phi = np.zeros(d)
+  for i in range(d):
+    without = ~masks[:, i]
+    s = sizes[without]
+    w = 1.0 / (d * np.array([comb(d - 1, k) for k in s], float))
+    idx = np.nonzero(without)[0]
+    phi[i] = np.sum(w * (table[idx | (1 << i)] - table[idx]))
+  return phi
+
+
+def make_games(num_inputs: int) -> list[dict]:
+  games = []
+  for name, (model, x, f) in _datasets().items():
+    d = x.shape[1]
+    mean, masks = x.mean(0), coalitions(d)
+    for j in range(num_inputs):
+      xi = x[(37 * j + 11) % len(x)]
+      rows = np.where(masks, xi, mean)
+      table = np.asarray(f(model, rows), np.float64)
+      games.append(dict(name=name, input=j, d=d, table=table, truth=exact_shapley(table, d), model=model, f=f,
+                        x=xi, mean=mean))
+  return games
+
+
+def nmse(estimates: np.ndarray, truth: np.ndarray) -> np.ndarray:
+  return np.sum((estimates - truth) ** 2, -1) / np.sum(truth ** 2)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# xattr
+# ---------------------------------------------------------------------------------------------------------------
+
+def _lookup(table: jax.Array, d: int) -> Callable[[jax.Array], jax.Array]:
+  bits = 2 ** jnp.arange(d)
+  return lambda m: table[jnp.sum(m.astype(jnp.int32) * bits, -1)]
+
+
+XATTR: dict[str, Callable] = {
+    "xattr kernel_shap": lambda game, d, k, n: __import__("xattr").shapley.kernel_shap(game, d, k, num_samples=n),
+    "xattr permutation": lambda game, d, k, n: __import__("xattr").shapley.permutation(
+        game, d, k, num_permutations=max(2, 2 * (n // (2 * d)))),
+}
+
+
+def _xattr_runner(method: str, d: int, n: int):
+  fn = XATTR[method]
+
+  @jax.jit
+  def run(table, keys):
+    return jax.vmap(lambda k: fn(_lookup(table, d), d, k, n))(keys)
+
+  return run
+
+
+def _fit_budget(method: str, d: int, budget: int, table: np.ndarray) -> int:
+  """The largest setting n whose num_evals fits the budget (searched down from the budget)."""
+  n = budget
+  while n > 2 * d:
+    est = _xattr_runner(method, d, n)(jnp.asarray(table), jax.random.split(jax.random.key(0), 1))
+    if int(np.max(est.num_evals)) <= budget:
+      return n
+    n = int(n * 0.95) // 2 * 2
+  return n
+
+
+def run_xattr(method: str, game: dict, budget: int, seeds: int, cache: dict) -> tuple[np.ndarray, np.ndarray, int]:
+  d = game["d"]
+  key = (method, d, budget)
+  if key not in cache:
+    cache[key] = _fit_budget(method, d, budget, game["table"])
+  n = cache[key]
+  keys = jax.random.split(jax.random.key(1000 + game["input"]), seeds)
+  est = _xattr_runner(method, d, n)(jnp.asarray(game["table"]), keys)
+  return np.asarray(est.values), np.asarray(est.std), int(np.max(est.num_evals))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Peers
+# ---------------------------------------------------------------------------------------------------------------
+
+def shapiq_approximators() -> dict[str, Callable[[int, int], object]]:
+  import shapiq.approximator as A
+  out = {"shapiq KernelSHAP (paired)": lambda d, s: A.KernelSHAP(d, pairing_trick=True, random_state=s),
+         "shapiq KernelSHAP": lambda d, s: A.KernelSHAP(d, pairing_trick=False, random_state=s)}
+  for cls in A.SV_APPROXIMATORS:
+    name = f"shapiq {cls.__name__}"
+    if cls.__name__ == "KernelSHAP" or name in out:
+      continue
+    out[name] = (lambda c: lambda d, s: c(**_sv_kwargs(c, d, s)))(cls)
+  return out
+
+
+def _sv_kwargs(cls: type, d: int, seed: int) -> dict:
+  """Constructor arguments for a Shapley-value run of a shapiq approximator (some take the index, some not)."""
+  import inspect
+  params = inspect.signature(cls.__init__).parameters
+  kwargs = {"n": d, "random_state": seed}
+  if "index" in params:
+    kwargs["index"] = "SV"
+  if "max_order" in params:
+    kwargs["max_order"] = 1
+  return {k: v for k, v in kwargs.items() if k in params or any(p.kind == p.VAR_KEYWORD for p in params.values())}
+
+
+def run_shapiq(make: Callable, game: dict, budget: int, seeds: int) -> tuple[np.ndarray | None, int, str]:
+  d, table = game["d"], game["table"]
+  bits = 2 ** np.arange(d)
+  rows = [0]
+
+  def value(c: np.ndarray) -> np.ndarray:
+    c = np.atleast_2d(np.asarray(c, bool))
+    rows[0] += len(c)
+    return table[c.astype(np.int64) @ bits]
+
+  out = []
+  try:
+    for s in range(seeds):
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        iv = make(d, s).approximate(budget, value)
+      out.append([iv[(i,)] for i in range(d)])
+  except Exception as err:                    # an approximator that needs an extra or rejects the setting
+    return None, 0, f"{type(err).__name__}: {str(err)[:80]}"
+  return np.asarray(out), rows[0] // seeds, ""
+
+
+def run_shap(game: dict, budget: int, seeds: int) -> tuple[np.ndarray, int]:
+  import shap
+  rows = [0]
+
+  def f(x):
+    rows[0] += len(x)
+    return game["f"](game["model"], x)
+
+  out = []
+  for s in range(seeds):
+    np.random.seed(s)
+    explainer = shap.KernelExplainer(f, game["mean"][None, :])
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")
+      out.append(np.asarray(explainer.shap_values(game["x"][None], nsamples=budget, l1_reg=False,
+                                                  silent=True)).reshape(-1))
+  return np.asarray(out), rows[0] // seeds
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> dict:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--budgets", default="128,512,2048")
+  p.add_argument("--seeds", type=int, default=10)
+  p.add_argument("--inputs", type=int, default=3, help="inputs explained per model")
+  p.add_argument("--shap", type=int, default=1, help="also shap.KernelExplainer (slow: a model call per input)")
+  args = p.parse_args(argv)
+  budgets = [int(b) for b in args.budgets.split(",")]
+  t0 = time.perf_counter()
+  games = make_games(args.inputs)
+  print(f"{len(games)} games ({', '.join(sorted({g['name'] for g in games}))}), budgets {budgets}, "
+        f"{args.seeds} seeds; jax {jax.__version__}", flush=True)
+  peers = shapiq_approximators()
+  results, skipped, cache = {}, {}, {}
+  for budget in budgets:
+    cell = results.setdefault(budget, {})
+    for game in games:
+      for method in XATTR:
+        values, std, rows = run_xattr(method, game, budget, args.seeds, cache)
+        err = values - game["truth"]
+        r = cell.setdefault(method, dict(nmse=[], var=[], sq=[], rows=[]))
+        r["nmse"].append(nmse(values, game["truth"]).mean())
+        r["var"].append(np.mean(std ** 2))
+        r["sq"].append(np.mean(err ** 2))
+        r["rows"].append(rows)
+      for name, make in peers.items():
+        values, rows, why = run_shapiq(make, game, budget, args.seeds)
+        if values is None:
+          skipped[name] = why
+          continue
+        r = cell.setdefault(name, dict(nmse=[], rows=[]))
+        r["nmse"].append(nmse(values, game["truth"]).mean())
+        r["rows"].append(rows)
+      if args.shap:
+        values, rows = run_shap(game, budget, args.seeds)
+        r = cell.setdefault("shap KernelExplainer", dict(nmse=[], rows=[]))
+        r["nmse"].append(nmse(values, game["truth"]).mean())
+        r["rows"].append(rows)
+    _print_budget(budget, cell)
+  for name, why in skipped.items():
+    print(f"skipped {name}: {why}")
+  print(f"total {time.perf_counter() - t0:.0f} s")
+  return results
+
+
+def _print_budget(budget: int, cell: dict) -> None:
+  print(f"\nbudget {budget} game rows (normalized MSE, mean over games, inputs and seeds; rows = mean rows used)")
+  order = sorted(cell, key=lambda m: np.mean(cell[m]["nmse"]))
+  for m in order:
+    r = cell[m]
+    calib = (f"  std calibration {np.sqrt(np.mean(r['var']) / np.mean(r['sq'])):.2f}" if "var" in r else "")
+    print(f"  {m:<36} nmse {np.mean(r['nmse']):.3e}  rows {np.mean(r['rows']):7.0f}{calib}")
+  peers = [m for m in cell if not m.startswith("xattr")]
+  best = min(peers, key=lambda m: np.mean(cell[m]["nmse"]))
+  ours = np.mean(cell["xattr kernel_shap"]["nmse"])
+  print(f"mse_ratio_vs_best_peer={ours / np.mean(cell[best]['nmse']):.2f} (budget {budget}; best peer: {best})",
+        flush=True)
+
+
+if __name__ == "__main__":
+  main()
