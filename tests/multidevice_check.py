@@ -66,6 +66,9 @@ CASES: dict[str, Callable] = {
     "kernel_converge": lambda x, k: shapley.kernel_shap(_game(x), D, k, num_samples=None, batch_size=64,
                                                         threshold=0.005, max_samples=4096,
                                                         enumerate_sizes=1),
+    # One random background row per sampled pair: the per-example keys also draw the rows.
+    "kernel_stochastic": lambda x, k: shapley.kernel_shap(games.stochastic_marginal(model, x, BACKGROUND), D, k,
+                                                          num_samples=256, batch_size=64, enumerate_sizes=1),
     "permutation": lambda x, k: shapley.permutation(_game(x), D, k, num_permutations=32, batch_size=64),
     "msr": lambda x, k: banzhaf.msr(_game(x), D, k, num_samples=256, batch_size=64),
 }

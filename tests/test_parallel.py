@@ -285,3 +285,4 @@ def test_four_devices_match_one(tmp_path):
   # The comparison is only meaningful if the estimates are random and the loop lengths vary.
   assert np.ptp(four["kernel_converge/num_evals"]) > 0
   assert np.abs(four["kernel_sampled/std"]).max() > 0
+  assert np.abs(four["kernel_stochastic/std"]).max() > 0

@@ -10,6 +10,8 @@ model call: the marginal game flattens (masks x background rows) into a single b
 Removal:
   * :func:`baseline` – held-out features take a fixed reference value.
   * :func:`marginal` – held-out features are averaged over a background sample.
+  * :func:`stochastic_marginal` – the marginal game, which estimators may evaluate on a few random background
+    rows per coalition (unbiased, ``rows`` model rows per coalition instead of the background's size).
   * :func:`surrogate` – a model trained to accept ``(x, mask)`` sees the mask directly.
 Transforms:
   * :func:`grouped`, :func:`restrict` – players are groups of features / a subset of features.
@@ -38,8 +40,8 @@ from xattr import masks as masks_lib
 Game = Callable[[jax.Array], jax.Array]
 Link = str | Callable[[jax.Array], jax.Array] | None
 
-__all__ = ["Game", "LINKS", "get_link", "evaluate", "baseline", "marginal", "surrogate", "grouped", "restrict",
-           "select", "loss"]
+__all__ = ["Game", "LINKS", "get_link", "evaluate", "baseline", "marginal", "stochastic_marginal", "is_stochastic",
+           "sample", "sample_speedup", "surrogate", "grouped", "restrict", "select", "loss"]
 
 
 def evaluate(game: Game, masks: jax.Array, *, batch_size: int | None = None,
@@ -189,6 +191,95 @@ class _Marginal(_Game):
 
 
 @jax.tree_util.register_pytree_node_class
+class _StochasticMarginal(_Marginal):
+  """The marginal game (its call is exact) plus :meth:`sample`, its unbiased few-rows estimate."""
+
+  _leaves, _static = ("x", "background"), ("model_fn", "link_fn", "rows")
+
+  def sample(self, mask: jax.Array, key: jax.Array, group: int = 1) -> jax.Array:
+    _check_game_input(mask)
+    x, background = self.x, self.background
+    n, m = mask.shape[0], background.shape[0]
+    if n % group:
+      raise ValueError(f"sample: the {n} masks must come in whole groups of group={group} (paired coalitions).")
+    # One draw of `rows` background rows per group, shared by its masks: a pair (z, 1 - z) then sees the same
+    # rows, which keeps the pair's sum exact for additive models (the pairing's variance reduction survives).
+    idx = jax.random.randint(key, (n // group, 1, self.rows), 0, m)
+    idx = jnp.broadcast_to(idx, (n // group, group, self.rows)).reshape(n, self.rows)
+    keep = _feature_mask(mask, x.shape)[:, None]                      # [n, 1, *x]
+    inputs = jnp.where(keep, x, background[idx])                      # [n, rows, *x]
+    out = _model_output(self.model_fn(inputs.reshape(-1, *x.shape)), n * self.rows, "model_fn")
+    return self.link_fn(out.reshape(n, self.rows, *out.shape[1:]).mean(axis=1))
+
+
+def is_stochastic(game: Game) -> bool:
+  """Whether ``game`` (possibly wrapped by :func:`grouped`, :func:`restrict`, :func:`select`) can be
+  evaluated by :func:`sample` at less than its exact cost.
+
+  Example:
+    >>> f = lambda b: b.sum(-1)
+    >>> is_stochastic(stochastic_marginal(f, jnp.ones(2), jnp.zeros((4, 2)))), is_stochastic(f)
+    (True, False)
+  """
+  if isinstance(game, _StochasticMarginal):
+    return True
+  if isinstance(game, (_Grouped, _Restrict, _Select)):
+    return is_stochastic(game.game)
+  return False
+
+
+def sample_speedup(game: Game) -> int:
+  """How many times fewer model rows :func:`sample` spends per coalition than a call: m // rows for a
+  :func:`stochastic_marginal` game over m background rows (wrapped or not), 1 for any other game.
+
+  Example:
+    >>> sample_speedup(stochastic_marginal(lambda b: b.sum(-1), jnp.ones(2), jnp.zeros((64, 2)), rows=2))
+    32
+  """
+  if isinstance(game, _StochasticMarginal):
+    return max(game.background.shape[0] // game.rows, 1)
+  if isinstance(game, (_Grouped, _Restrict, _Select)):
+    return sample_speedup(game.game)
+  return 1
+
+
+def sample(game: Game, mask: jax.Array, key: jax.Array, *, group: int = 1) -> jax.Array:
+  """An unbiased random estimate of ``game(mask)``; exactly ``game(mask)`` for games that are not stochastic.
+
+  For :func:`stochastic_marginal` games each group of ``group`` consecutive masks (a coalition and its
+  complement, for paired samplers) is evaluated on the same ``rows`` background rows, drawn uniformly with
+  replacement: E_key[sample(game, z, key)] = game(z) for every z. Distinct groups get independent rows.
+
+  Args:
+    game: a game from this module (wrappers of a stochastic game stay stochastic).
+    mask: bool[n, d], n a multiple of ``group``.
+    key: PRNG key for the background rows.
+    group: consecutive masks that share their rows.
+
+  Example:
+    >>> bg = jnp.array([[0.0, 0.0], [2.0, 4.0]])
+    >>> v = stochastic_marginal(lambda b: b.sum(-1), jnp.array([1.0, 1.0]), bg)
+    >>> z = jnp.array([[True, False]])
+    >>> draws = jnp.stack([sample(v, z, jax.random.key(i)) for i in range(200)])
+    >>> sorted(set(draws.ravel().tolist())), v(z).tolist()     # one row each: 1 + 0 or 1 + 4; exact mean 3
+    ([1.0, 5.0], [3.0])
+  """
+  _checks.prng_key("key", key)
+  if isinstance(game, _StochasticMarginal):
+    return game.sample(mask, key, group)
+  if isinstance(game, _Grouped) and is_stochastic(game):
+    _checks.mask_batch("mask", mask, game.groups.shape[0])
+    return sample(game.game, masks_lib.expand_groups(mask, game.groups), key, group=group)
+  if isinstance(game, _Restrict) and is_stochastic(game):
+    _checks.mask_batch("mask", mask, len(game.players))
+    full = jnp.ones((mask.shape[0], game.num_features), bool).at[:, np.asarray(game.players)].set(mask)
+    return sample(game.game, full, key, group=group)
+  if isinstance(game, _Select) and is_stochastic(game):
+    return sample(game.game, mask, key, group=group)[..., game.index]
+  return game(mask)
+
+
+@jax.tree_util.register_pytree_node_class
 class _Surrogate(_Game):
   _leaves, _static = ("x",), ("masked_model_fn", "link_fn")
 
@@ -284,6 +375,54 @@ def marginal(model_fn: Callable[[jax.Array], jax.Array], x: jax.Array, backgroun
     raise ValueError(f"background must have shape [num_rows, *x.shape] = [m, {', '.join(map(str, x.shape))}], "
                      f"got {tuple(background.shape)}.")
   return _Marginal.build(x=x, background=background, model_fn=model_fn, link_fn=get_link(link))
+
+
+def stochastic_marginal(model_fn: Callable[[jax.Array], jax.Array], x: jax.Array, background: jax.Array, *,
+                        rows: int = 1, link: Link = None) -> Game:
+  """The marginal game, plus a cheap unbiased estimate of it that sampling estimators use per coalition.
+
+  Called as a game it is exactly :func:`marginal` (m model rows per coalition). :func:`sample` instead
+  evaluates each coalition on ``rows`` background rows drawn at random: E[f(x_z, b_{~z})] over a uniform row b
+  is v(z), so the estimate is unbiased and costs ``rows`` model rows, m / rows times less. KernelSHAP
+  (:func:`xattr.shapley.kernel_shap`) samples its coalitions through :func:`sample`, so the rows' noise is part of
+  what its std and convergence test measure; its enumerated coalitions, v(1) and v(0) stay exact. Other
+  estimators evaluate the exact game.
+
+  The averaging must happen before any nonlinearity for the estimate to be unbiased, so ``link`` must be
+  None/'identity': put a softmax/probability inside ``model_fn`` instead (the model's output is then averaged,
+  as in :func:`marginal` with the identity link).
+
+  Args:
+    model_fn: float[b, *x.shape] -> float[b] or float[b, k].
+    x: one input.
+    background: float[m, *x.shape].
+    rows: background rows per sampled coalition (1 <= rows <= m).
+    link: None or 'identity' (see above).
+
+  Returns:
+    game(mask: bool[n, d]) -> float[n] or float[n, k], the exact marginal game.
+
+  Example:
+    >>> from xattr import shapley
+    >>> rng = np.random.default_rng(0)
+    >>> bg = jnp.asarray(rng.normal(size=(64, 6)), jnp.float32)
+    >>> x = jnp.ones(6)
+    >>> f = lambda b: jnp.tanh(b) @ jnp.arange(1.0, 7.0)
+    >>> v = stochastic_marginal(f, x, bg)
+    >>> est = shapley.kernel_shap(v, 6, jax.random.key(0), num_samples=2000)
+    >>> exact = shapley.exact(marginal(f, x, bg), 6)
+    >>> bool(jnp.all(jnp.abs(est.values - exact) < 4 * est.std + 1e-3))
+    True
+  """
+  rows = _checks.positive_int("rows", rows)
+  if not (link is None or link == "identity"):
+    raise ValueError(f"stochastic_marginal: link must be None or 'identity' (a nonlinear link after a few-row "
+                     f"average is biased), got {link!r}; apply the nonlinearity inside model_fn instead.")
+  base = marginal(model_fn, x, background)
+  if rows > base.background.shape[0]:
+    raise ValueError(f"rows must be in [1, {base.background.shape[0]}] (the background's rows), got {rows}.")
+  return _StochasticMarginal.build(x=base.x, background=base.background, model_fn=model_fn,
+                                   link_fn=get_link(None), rows=rows)
 
 
 def surrogate(masked_model_fn: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array, *,

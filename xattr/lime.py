@@ -20,7 +20,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from xattr import _checks, _loop
+from xattr import _checks, _loop, linalg
 from xattr import masks as masks_lib
 from xattr.estimate import Estimate
 
@@ -77,7 +77,7 @@ def _lime(game, key, *, num_players, num_samples, kernel_width, ridge, batch_siz
   weights = lime_kernel(z.sum(1), d, kernel_width)
   x = jnp.concatenate([jnp.ones((n, 1)), z.astype(jnp.float32)], axis=1)                   # [n, d + 1]
   penalty = ridge * jnp.diag(jnp.ones(d + 1).at[0].set(0.0))
-  bread = jnp.linalg.inv(x.T @ (x * weights[:, None]) + penalty)
+  bread = linalg.inv_psd(x.T @ (x * weights[:, None]) + penalty)
   beta = bread @ (x.T @ (y * weights[:, None]))                                             # [d + 1, k]
   resid = y - x @ beta
   meat = jnp.einsum("ni,nk,nj->kij", x * weights[:, None], resid ** 2, x * weights[:, None])

@@ -33,6 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from xattr import _checks, _enumerate, _loop
+from xattr import games as games_lib
+from xattr import linalg
 from xattr import masks as masks_lib
 from xattr._enumerate import MAX_EXACT_PLAYERS
 from xattr.estimate import Estimate
@@ -111,14 +113,14 @@ def exact_a_matrix(num_players: int) -> np.ndarray:
 def _solve_constrained(a: jax.Array, c: jax.Array, gap: jax.Array) -> jax.Array:
   """argmin of the KernelSHAP objective given A [d, d], c [d, k] and the efficiency gap [k]."""
   d = a.shape[0]
-  sol = jnp.linalg.solve(a, jnp.concatenate([jnp.ones((d, 1), a.dtype), c], axis=1))
+  sol = linalg.solve_psd(a, jnp.concatenate([jnp.ones((d, 1), a.dtype), c], axis=1))
   a_inv_one, a_inv_c = sol[:, :1], sol[:, 1:]
   return a_inv_c - a_inv_one * (a_inv_c.sum(0) - gap) / a_inv_one.sum()
 
 
 def _projection(a: jax.Array) -> jax.Array:
   """M = A^-1 - u u^T / (1^T u), u = A^-1 1: the estimate is M c + const, so Cov(b) = M Cov(c) M^T."""
-  a_inv = jnp.linalg.inv(a)
+  a_inv = linalg.inv_psd(a)
   u = a_inv.sum(1)
   return a_inv - jnp.outer(u, u) / u.sum()
 
@@ -192,7 +194,10 @@ def kernel_shap(game: Game, num_players: int, key: jax.Array, *, num_samples: in
   program).
 
   Args:
-    game: bool[n, d] -> float[n] or float[n, k]; called on at most ``batch_size`` coalitions at a time.
+    game: bool[n, d] -> float[n] or float[n, k]; called on at most ``batch_size`` coalitions at a time. A
+      :func:`xattr.games.stochastic_marginal` game is sampled on a few random background rows per sampled
+      coalition (unbiased; the rows' noise is in ``std`` and the convergence test), which costs far fewer model
+      rows per coalition than the exact marginal game; enumerated coalitions, v(1) and v(0) stay exact.
     num_players: d >= 2 (static).
     key: PRNG key (``jax.random.key``); same key -> same estimate.
     num_samples: total coalitions evaluated (enumerated + sampled; grand and null come on top; fewer when the
@@ -241,7 +246,7 @@ def kernel_shap(game: Game, num_players: int, key: jax.Array, *, num_samples: in
   _checks.positive_int("max_samples", max_samples)
   opts = dict(num_players=d, num_samples=num_samples, batch_size=batch_size, paired=bool(paired),
               exact_a=bool(exact_a), threshold=float(threshold), max_samples=int(max_samples),
-              enumerate_sizes=enumerate_sizes)
+              enumerate_sizes=enumerate_sizes, enum_cost=games_lib.sample_speedup(game))
   est, game_ok, cond = _loop.dispatch(_kernel_shap, game, key, **opts)
   if _checks.is_concrete(cond, game_ok) and bool(game_ok) and not float(cond) < _MAX_CONDITION:
     raise ValueError(_singular_message(d, num_samples, paired, exact_a, enumerate_sizes, float(cond)))
@@ -260,11 +265,11 @@ def _condition(a: jax.Array) -> jax.Array:
   """A condition estimate of the symmetric PSD matrix A: ||A||_1 ||A^-1||_1 / d (inf when singular).
 
   The 1-norm condition lies within a factor d of the 2-norm one; dividing by d keeps well-conditioned systems
-  of many players under the threshold. Computed with the same LU solve as the estimate itself: a symmetric
-  eigendecomposition (LAPACK syevd) batched over inputs stalled XLA:CPU in the test suite.
+  of many players under the threshold. Computed with the same elimination as the estimate itself
+  (:mod:`xattr.linalg`: batched LAPACK calls can deadlock XLA:CPU under vmap).
   """
   d = a.shape[-1]
-  inv = jnp.linalg.solve(a, jnp.eye(d, dtype=a.dtype))
+  inv = linalg.inv_psd(a)
   norm = lambda m: jnp.max(jnp.sum(jnp.abs(m), axis=-2), axis=-1)
   cond = norm(a) * norm(inv) / d
   return jnp.where(jnp.isfinite(cond), cond, jnp.inf)
@@ -307,10 +312,13 @@ class _Plan(NamedTuple):
   groups: int
 
 
-def _kernel_plan(d, num_samples, batch_size, paired, exact_a, max_samples, enumerate_sizes, threshold) -> _Plan:
+def _kernel_plan(d, num_samples, batch_size, paired, exact_a, max_samples, enumerate_sizes, threshold,
+                 enum_cost=1) -> _Plan:
   unit = 2 if paired else 1
-  plan_budget = num_samples if num_samples is not None else batch_size
-  if num_samples is None and enumerate_sizes is None and 2 ** d - 2 <= max_samples // 8:
+  # An enumerated coalition of a stochastic game is evaluated exactly, enum_cost times the model rows of a
+  # sampled one: choose K as if the budget bought that many times fewer coalitions.
+  plan_budget = max((num_samples if num_samples is not None else batch_size) // enum_cost, 1)
+  if num_samples is None and enumerate_sizes is None and 2 ** d - 2 <= max_samples // (8 * enum_cost):
     enumerate_sizes = d // 2     # enumerating every coalition is cheaper than a typical converged run: exact
   enum = _enumerate_sizes(d, _enumeration_plan(d, plan_budget, enumerate_sizes))
   n_enum = len(enum.masks)
@@ -341,10 +349,11 @@ def _kernel_plan(d, num_samples, batch_size, paired, exact_a, max_samples, enume
 
 
 def _kernel_shap(game, key, *, num_players, num_samples, batch_size, paired, exact_a, threshold, max_samples,
-                 enumerate_sizes):
+                 enumerate_sizes, enum_cost):
   """The traced body of :func:`kernel_shap`: returns (estimate, game_ok, condition number of A)."""
   d, unit = num_players, 2 if paired else 1
-  plan = _kernel_plan(d, num_samples, batch_size, paired, exact_a, max_samples, enumerate_sizes, threshold)
+  plan = _kernel_plan(d, num_samples, batch_size, paired, exact_a, max_samples, enumerate_sizes, threshold,
+                      enum_cost)
   grand, null, scalar = _loop.grand_and_null(game, d)
   gap = grand - null
   enum, n_enum = plan.enum, len(plan.enum.masks)
@@ -398,9 +407,12 @@ class _KernelSampler:
 
   def update(self, st, i, rows):
     d, unit, k = self.d, self.unit, self.k
-    z = masks_lib.with_size_probs(jax.random.fold_in(self.key, i), d, rows, self.plan.enum.rest_probs,
-                                  paired=unit == 2)
-    y = _loop.call_game(self.game, z) - self.null
+    batch_key = jax.random.fold_in(self.key, i)
+    z = masks_lib.with_size_probs(batch_key, d, rows, self.plan.enum.rest_probs, paired=unit == 2)
+    # A stochastic game draws its background rows per unit (a pair shares them), independently across units,
+    # so the units stay iid and the jackknife / covariance std below includes the rows' noise.
+    rows_key = jax.random.fold_in(batch_key, 1)
+    y = _loop.call_game(lambda m: games_lib.sample(self.game, m, rows_key, group=unit), z) - self.null
     units = rows // unit
     zu = z.astype(jnp.float32).reshape(units, unit, d)
     g_units = jnp.einsum("utd,utk->udk", zu, y.reshape(units, unit, k)) / unit
@@ -437,8 +449,7 @@ class _KernelSampler:
     a_out = (st["a"].sum(0) - st["a"]) / jnp.maximum(n_out, 1.0)[:, None, None]
     c_out = (st["c"].sum(0) - st["c"]) / jnp.maximum(n_out, 1.0)[:, None, None]
     a_rep, c_rep = jax.vmap(self.combine)(a_out, c_out)
-    # lax.map, not vmap: XLA:CPU can deadlock in LAPACK calls batched over many rows per device (see
-    # parallel.explain_batch), and a vmap over the groups would multiply the batch of every solve by G.
+    # lax.map, not vmap: a vmap over the groups would multiply the batch of every solve by G.
     b = jax.lax.map(lambda ac: _solve_constrained(ac[0], ac[1], self.gap), (a_rep, c_rep))     # [G, d, k]
     var = (groups - 1) / groups * ((b - b.mean(0)) ** 2).sum(0)
     if self.plan.spec.threshold is not None:

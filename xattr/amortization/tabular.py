@@ -67,6 +67,7 @@ def split_source(src: data.Source, seed: int, test_fraction: float) -> data.Data
 
 def load_tabular(config: ml_collections.ConfigDict, dataset: str) -> data.Dataset:
   """``config.source='embedded'``: a bundled scikit-learn dataset (regression targets standardized too);
+  ``'synthetic'``: :func:`xattr.data.synthetic.tabular` with ``config.synthetic`` (num_rows, num_features, rho);
   ``'tfds'``: the TFDS dataset of ``config.tfds`` (a vector feature and a class label, read from a prepared
   ``data_dir`` with :func:`xattr.data.from_tfds`)."""
   if config.source == "tfds":
@@ -76,8 +77,14 @@ def load_tabular(config: ml_collections.ConfigDict, dataset: str) -> data.Datase
     src = data.from_tfds(t.name, data_dir=t.data_dir, split=t.split, feature_key=t.feature_key,
                          label_key=t.label_key, flatten=True, max_examples=t.max_examples)
     return split_source(src, config.seed, config.test_fraction)
+  if config.source == "synthetic":
+    from xattr.data import synthetic    # imported on use, as the other generated datasets are
+
+    g = config.synthetic
+    src = synthetic.tabular(num_rows=g.num_rows, num_features=g.num_features, rho=g.rho, seed=config.seed)
+    return split_source(src, config.seed, config.test_fraction)
   if config.source != "embedded":
-    raise ValueError(f"config.source must be 'embedded' or 'tfds', got {config.source!r}.")
+    raise ValueError(f"config.source must be 'embedded', 'synthetic' or 'tfds', got {config.source!r}.")
   ds = data.load_embedded(dataset, seed=config.seed, test_fraction=config.test_fraction)
   if ds.task == "classification":
     return ds

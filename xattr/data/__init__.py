@@ -1,7 +1,8 @@
 """Datasets. ``embedded``: scikit-learn's bundled tabular datasets (no network), the default for CPU runs;
 ``source``: the one reader of arrays, ``.npz`` files and prepared TFDS datasets every job uses; ``images`` and
-``mosaic``: image datasets built on it; ``contrastive``: target/background pairs. Those three are imported on
-use (``from xattr.data import images``), so loading tabular data does not import them.
+``mosaic``: image datasets built on it; ``contrastive``: target/background pairs; ``synthetic``: a generated
+tabular task. Those four are imported on use (``from xattr.data import images``), so loading tabular data does
+not import them.
 
 Example:
   >>> from xattr import data
