@@ -49,6 +49,8 @@ def _run_and_report(config: ml_collections.ConfigDict, workdir: str) -> None:
   for name, s in out["summaries"].items():
     if s["best_sa"] is not None:
       print(amortization.headline_line(name, s["best_sa"]))
+    for n, best in (s.get("scale") or {}).get("best", {}).items():
+      print(f"{name}: {amortization.report.scale_line(n, best)}")
   print(f"runtime {out['runtime_s']:.0f} s; report: {out['paths']['report']}")
 
 

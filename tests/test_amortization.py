@@ -27,7 +27,7 @@ def test_regression_and_tfds_data_paths(tmp_path):
 def test_bad_sources_are_named(tmp_path):
   config = diabetes.get_config("smoke")
   config.source = "csv"
-  with pytest.raises(ValueError, match="config.source must be 'embedded' or 'tfds', got 'csv'"):
+  with pytest.raises(ValueError, match="config.source must be 'embedded', 'synthetic' or 'tfds', got 'csv'"):
     amortization.load_tabular(config, "diabetes")
   config = tfds_config.get_config("smoke")
   with pytest.raises(FileNotFoundError, match="data_dir"):

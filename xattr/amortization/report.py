@@ -20,7 +20,7 @@ import numpy as np
 from xattr import plots, reports
 from xattr.amortization.costs import bound_text
 
-__all__ = ["NOTES", "headline_line", "write_report", "plot_errors"]
+__all__ = ["NOTES", "SCALE_NOTES", "headline_line", "scale_line", "write_report", "plot_errors", "plot_scale"]
 
 NOTES = ("Cost = model evaluations per explained input (per-example: its budget; amortized: training "
          "evaluations / training inputs, + 1 for the grand value when normalized). Error = mean absolute error "
@@ -29,6 +29,38 @@ NOTES = ("Cost = model evaluations per explained input (per-example: its budget;
          "reference never reached that error within its largest budget. The exact-label regression row (d <= 16) "
          "trains the same explainer on exact Shapley values of the training inputs: its held-out error is the floor "
          "of every noisy-label explainer (generalization from the training inputs alone).")
+
+
+SCALE_NOTES = ("Total cost to explain N inputs, in model evaluations: per-example KernelSHAP pays N x the budget "
+               "that reaches the explainer's held-out error (interpolated); an amortized explainer pays its whole "
+               "training (labels of its n_train training inputs, or FastSHAP's masked evaluations) plus 1 evaluation "
+               "per input (2 for FastSHAP: grand and null). Only explainers with n_train <= N are priced at N. "
+               "Explainer forward/backward passes are not counted (an MLP explainer pass costs about as much as one "
+               "model evaluation of the same width).")
+
+
+def scale_line(n_explain: int, best: dict[str, Any] | None) -> str:
+  """The console/report line of the best amortized explainer at N inputs.
+
+  Example:
+    >>> scale_line(1000, dict(speedup=12.345, bound="=", label="SA kernel_shap 32/label, 10 training inputs"))
+    'amortized_speedup_at_equal_error=12.3x at N=1000 (SA kernel_shap 32/label, 10 training inputs)'
+  """
+  if best is None:
+    return f"amortized_speedup_at_equal_error=n/a at N={n_explain} (no explainer with n_train <= N)"
+  return (f"amortized_speedup_at_equal_error={bound_text(best['bound'])}{best['speedup']:.1f}x at N={n_explain} "
+          f"({best['label']})")
+
+
+def _scale_section(r: reports.Report, name: str, sc: dict[str, Any], base: str) -> None:
+  r.heading(f"{name}: explaining N inputs").text(SCALE_NOTES)
+  rows = [[str(e["n_explain"]), e["label"], str(e["n_train"]), f"{e['mae']:.4g}", f"{e['amortized_evals']:.3g}",
+           f"{e['per_example_evals']:.3g}", f"{bound_text(e['bound'])}{e['speedup']:.1f}x"] for e in sc["entries"]]
+  r.table(["N", "explainer", "n_train", "held-out MAE", "amortized total evals", "KernelSHAP total evals, same MAE",
+           "speedup"], rows)
+  for n in sc["sizes"]:
+    r.text(scale_line(n, sc["best"][n]))
+    r.figure(os.path.join(base, name, f"error_vs_total_evaluations_N{n}.png"), f"{name}: error vs total compute, N={n}")
 
 
 def headline_line(name: str, best: dict[str, Any]) -> str:
@@ -78,6 +110,8 @@ def write_report(path: str, summaries: dict[str, dict], config: ml_collections.C
           [_headline_row(name, s) for name, s in summaries.items()])
   for name, s in summaries.items():
     _dataset_section(r, name, s, base)
+    if s.get("scale"):
+      _scale_section(r, name, s["scale"], base)
   return r.write(path)
 
 
@@ -105,3 +139,32 @@ def plot_errors(rows: list[dict], targets: tuple[str, ...], path: str) -> str | 
   return plots.error_vs_evaluations({n: np.asarray(v)[order[n]] for n, v in evals.items()},
                                     {n: np.asarray(v)[order[n]] for n, v in errs.items()}, path, levels=levels,
                                     xlabel="model evaluations per explained input")
+
+
+def plot_scale(rows: list[dict], scaled: list[dict], sizes: tuple[int, ...], path: str) -> list[str]:
+  """One log-log plot per N of ``sizes``: total model evaluations to explain N inputs vs held-out error, per-example
+  KernelSHAP (N x budget) and each amortized explainer (one point per training-set size <= N). ``path`` gets a
+  ``_N<n>`` suffix per N; returns the paths written."""
+  root, ext = os.path.splitext(path)
+  ref = sorted((r["evals"], r["mae"]) for r in rows if r["kind"] == "per-example" and r["method"] == "kernel_shap")
+  written = []
+  for n in sizes:
+    evals: dict[str, list] = {}
+    errs: dict[str, list] = {}
+    if ref:
+      evals["per-example kernel_shap"] = [n * e for e, _ in ref]
+      errs["per-example kernel_shap"] = [m for _, m in ref]
+    for r in sorted(scaled, key=lambda r: r["n_train"]):
+      if r["n_train"] > n:
+        continue
+      key = f"{r['kind']} {r['method']}"
+      evals.setdefault(key, []).append(r["train_evals"] + n * r["explain_evals"])
+      errs.setdefault(key, []).append(r["mae"])
+    if not evals:
+      continue
+    out = f"{root}_N{n}{ext}"
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    written.append(plots.error_vs_evaluations({k: np.asarray(v) for k, v in evals.items()},
+                                              {k: np.asarray(v) for k, v in errs.items()}, out,
+                                              xlabel=f"total model evaluations to explain N={n} inputs"))
+  return written

@@ -10,7 +10,10 @@ are reused while their fingerprints match):
   3. per-example estimators at several budgets (:class:`xattr.amortization.labels.Labels`);
   4. stochastic amortization onto noisy labels of the training inputs, the exact-label floor, FastSHAP
      (:mod:`xattr.amortization.explainers`), each explainer saved for :func:`xattr.amortize.load`;
-  5. speedups (:mod:`xattr.amortization.costs`), plots, ``report.md`` and ``results.json``.
+  5. with ``config.scale.explain_sizes``: the same explainers trained on the first ``n`` training inputs for each
+     ``n`` of ``config.scale.train_sizes``, priced by their total compute for explaining N inputs
+     (:mod:`xattr.amortization.scale`);
+  6. speedups (:mod:`xattr.amortization.costs`), plots, ``report.md`` and ``results.json``.
 """
 
 from __future__ import annotations
@@ -28,10 +31,10 @@ from absl import logging
 from flax import nnx
 
 from xattr import amortize, artifacts, data, methods, noisy_labels, parallel, training
-from xattr.amortization import costs, explainers, labels, report, tabular
+from xattr.amortization import costs, explainers, labels, report, scale, tabular
 
 __all__ = ["Study", "prepare", "per_example_rows", "amortized_rows", "exact_floor_rows", "fastshap_rows",
-           "summarize", "run_dataset", "run"]
+           "scale_rows", "summarize", "run_dataset", "run"]
 
 
 @dataclasses.dataclass
@@ -168,15 +171,47 @@ def fastshap_rows(study: Study) -> list[dict]:
           for p in curve]
 
 
-def summarize(study: Study, rows: list[dict]) -> dict[str, Any]:
-  """Speedups, the best stochastic-amortization row and the plots of one dataset; returns its summary."""
+def scale_rows(study: Study, optimizer: optax.GradientTransformation) -> list[dict]:
+  """``config.scale``: stochastic amortization (``scale.amortize``) and FastSHAP (``scale.fastshap_steps``, its
+  final point) trained on the first n training inputs for each n of ``scale.train_sizes``, each row with its
+  total training cost (:func:`xattr.amortization.scale.amortized_entry`). None without ``scale.explain_sizes``."""
+  s = study.config.get("scale")
+  if s is None or not s.explain_sizes:
+    return []
+  rows = []
+  for n in s.train_sizes:
+    if n > len(study.ds.x_train):
+      raise ValueError(f"config.scale.train_sizes has {n}, more than the {len(study.ds.x_train)} training inputs.")
+    config = study.config.copy_and_resolve_references()
+    with config.unlocked():
+      config.amortize = tuple(s.amortize)
+      config.fastshap.num_steps = s.fastshap_steps
+      config.fastshap.eval_every = s.fastshap_steps or 1
+    ds = dataclasses.replace(study.ds, x_train=study.ds.x_train[:n], y_train=study.ds.y_train[:n])
+    sub = dataclasses.replace(study, config=config, ds=ds, workdir=os.path.join(study.workdir, f"scale_{n}"),
+                              labelers={})
+    for r in amortized_rows(sub, optimizer) + fastshap_rows(sub)[-1:]:
+      rows.append(scale.amortized_entry(dict(r, setting=f"{r['setting']}, {n} training inputs"), n))
+  return rows
+
+
+def summarize(study: Study, rows: list[dict], scaled: list[dict] | None = None) -> dict[str, Any]:
+  """Speedups, the best stochastic-amortization row and the plots of one dataset; returns its summary (with the
+  at-scale table when ``scaled`` rows are given)."""
   costs.add_speedups(rows)
   report.plot_errors(rows, ("shapley",), os.path.join(study.workdir, "error_vs_evaluations.png"))
   report.plot_errors(rows, ("banzhaf", "lime"), os.path.join(study.workdir, "other_targets.png"))
   ds = study.ds
-  return dict(rows=rows, best_sa=costs.best_row(rows), n_train=len(ds.x_train), n_test=len(study.x_test), d=study.d,
-              k=study.k, task=ds.task, model_metric=study.model_metric,
-              truth_how={t: v["how"] for t, v in study.truth.items()})
+  out = dict(rows=rows, best_sa=costs.best_row(rows), n_train=len(ds.x_train), n_test=len(study.x_test), d=study.d,
+             k=study.k, task=ds.task, model_metric=study.model_metric,
+             truth_how={t: v["how"] for t, v in study.truth.items()})
+  if scaled:
+    sizes = tuple(study.config.scale.explain_sizes)
+    entries = scale.at_scale(rows + scaled, sizes)
+    out["scale"] = dict(rows=scaled, entries=entries, sizes=sizes,
+                        best={n: scale.best_at(entries, n) for n in sizes})
+    report.plot_scale(rows, scaled, sizes, os.path.join(study.workdir, "error_vs_total_evaluations.png"))
+  return out
 
 
 def run_dataset(config: ml_collections.ConfigDict, dataset: str, workdir: str) -> dict[str, Any]:
@@ -184,7 +219,7 @@ def run_dataset(config: ml_collections.ConfigDict, dataset: str, workdir: str) -
   study = prepare(config, dataset, workdir)
   optimizer = training.optimizer(config.explainer, num_steps=config.explainer.num_steps, schedule="cosine")
   rows = per_example_rows(study) + amortized_rows(study, optimizer) + exact_floor_rows(study, optimizer)
-  return summarize(study, rows + fastshap_rows(study))
+  return summarize(study, rows + fastshap_rows(study), scale_rows(study, optimizer))
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
