@@ -181,13 +181,17 @@ class _Marginal(_Game):
 
   def __call__(self, mask: jax.Array) -> jax.Array:
     _check_game_input(mask)
-    x, background = self.x, self.background
-    m = background.shape[0]
-    keep = _feature_mask(mask, x.shape)[:, None]                      # [n, 1, *x]
-    inputs = jnp.where(keep, x, background[None])                     # [n, m, *x]
-    out = _model_output(self.model_fn(inputs.reshape(-1, *x.shape)), mask.shape[0] * m, "model_fn")
-    out = out.reshape(mask.shape[0], m, *out.shape[1:]).mean(axis=1)
-    return self.link_fn(out)
+    return self.link_fn(_mean_over_rows(self.model_fn, self.x, mask, self.background[None]))
+
+
+def _mean_over_rows(model_fn, x: jax.Array, mask: jax.Array, rows: jax.Array) -> jax.Array:
+  """mean_j f(x_z, rows_j) per mask: ``rows`` is [n or 1, r, *x] (r rows per mask, or shared by all masks); all
+  n * r inputs go through the model as one batch."""
+  n, r = mask.shape[0], rows.shape[1]
+  keep = _feature_mask(mask, x.shape)[:, None]                        # [n, 1, *x]
+  inputs = jnp.broadcast_to(jnp.where(keep, x, rows), (n, r, *x.shape))
+  out = _model_output(model_fn(inputs.reshape(-1, *x.shape)), n * r, "model_fn")
+  return out.reshape(n, r, *out.shape[1:]).mean(axis=1)
 
 
 @jax.tree_util.register_pytree_node_class
@@ -206,10 +210,7 @@ class _StochasticMarginal(_Marginal):
     # rows, which keeps the pair's sum exact for additive models (the pairing's variance reduction survives).
     idx = jax.random.randint(key, (n // group, 1, self.rows), 0, m)
     idx = jnp.broadcast_to(idx, (n // group, group, self.rows)).reshape(n, self.rows)
-    keep = _feature_mask(mask, x.shape)[:, None]                      # [n, 1, *x]
-    inputs = jnp.where(keep, x, background[idx])                      # [n, rows, *x]
-    out = _model_output(self.model_fn(inputs.reshape(-1, *x.shape)), n * self.rows, "model_fn")
-    return self.link_fn(out.reshape(n, self.rows, *out.shape[1:]).mean(axis=1))
+    return self.link_fn(_mean_over_rows(self.model_fn, x, mask, background[idx]))
 
 
 def is_stochastic(game: Game) -> bool:
@@ -267,13 +268,8 @@ def sample(game: Game, mask: jax.Array, key: jax.Array, *, group: int = 1) -> ja
   _checks.prng_key("key", key)
   if isinstance(game, _StochasticMarginal):
     return game.sample(mask, key, group)
-  if isinstance(game, _Grouped) and is_stochastic(game):
-    _checks.mask_batch("mask", mask, game.groups.shape[0])
-    return sample(game.game, masks_lib.expand_groups(mask, game.groups), key, group=group)
-  if isinstance(game, _Restrict) and is_stochastic(game):
-    _checks.mask_batch("mask", mask, len(game.players))
-    full = jnp.ones((mask.shape[0], game.num_features), bool).at[:, np.asarray(game.players)].set(mask)
-    return sample(game.game, full, key, group=group)
+  if isinstance(game, (_Grouped, _Restrict)) and is_stochastic(game):
+    return sample(game.game, game.lift(mask), key, group=group)
   if isinstance(game, _Select) and is_stochastic(game):
     return sample(game.game, mask, key, group=group)[..., game.index]
   return game(mask)
@@ -293,19 +289,26 @@ class _Surrogate(_Game):
 class _Grouped(_Game):
   _leaves = ("game", "groups")
 
-  def __call__(self, mask: jax.Array) -> jax.Array:
+  def lift(self, mask: jax.Array) -> jax.Array:
+    """The inner game's mask (every feature of a kept group kept)."""
     _checks.mask_batch("mask", mask, self.groups.shape[0])
-    return self.game(masks_lib.expand_groups(mask, self.groups))
+    return masks_lib.expand_groups(mask, self.groups)
+
+  def __call__(self, mask: jax.Array) -> jax.Array:
+    return self.game(self.lift(mask))
 
 
 @jax.tree_util.register_pytree_node_class
 class _Restrict(_Game):
   _leaves, _static = ("game",), ("players", "num_features")
 
-  def __call__(self, mask: jax.Array) -> jax.Array:
+  def lift(self, mask: jax.Array) -> jax.Array:
+    """The inner game's mask (the features that are not players always kept)."""
     _checks.mask_batch("mask", mask, len(self.players))
-    full = jnp.ones((mask.shape[0], self.num_features), bool).at[:, np.asarray(self.players)].set(mask)
-    return self.game(full)
+    return jnp.ones((mask.shape[0], self.num_features), bool).at[:, np.asarray(self.players)].set(mask)
+
+  def __call__(self, mask: jax.Array) -> jax.Array:
+    return self.game(self.lift(mask))
 
 
 @jax.tree_util.register_pytree_node_class
