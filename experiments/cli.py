@@ -41,7 +41,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from xattr.console import REPO, driver_configs, help_text, logging_through_progress_bars
+from xattr.console import REPO, driver_configs, help_text, load_config, logging_through_progress_bars, unknown_override
 
 __all__ = ["main", "run_from_anywhere", "drivers", "resolve_config", "check_workdir", "REPO"]
 _HELP = ("--help", "-h", "--helpshort", "-?")
@@ -98,6 +98,30 @@ def _fail(message: str) -> None:
   raise SystemExit(f"error: {message}")
 
 
+def _resolve_config_flag(argv: list[str], config_example: str) -> tuple[int, str] | None:
+  """Rewrites ``--config`` in argv (in place) to the resolved file; (position, value as given) or None."""
+  found = _flag_value(argv, "config")
+  if found is not None:
+    try:
+      resolved = resolve_config(found[1], config_example)
+    except FileNotFoundError as err:
+      _fail(str(err))
+    argv[found[0]] = f"--config={resolved}"
+    if argv[found[0] + 1:found[0] + 2] == [found[1]]:
+      del argv[found[0] + 1]
+  return found
+
+
+def _check_overrides(config_spec: str, argv: list[str]) -> None:
+  """One line, before absl parses the flags, for a ``--config.<field>`` the config does not have."""
+  try:
+    typo = unknown_override(load_config(config_spec), argv)
+  except Exception:  # noqa: BLE001 - a config that fails to load is reported by the flag parser itself
+    typo = None
+  if typo:
+    _fail(typo)
+
+
 def main(run_and_report: Callable[[ml_collections.ConfigDict, str], object], *, config_example: str,
          workdir_help: str, argv: list[str] | None = None) -> None:
   """Defines ``--config``, ``--workdir`` and ``--plugins``, parses argv and calls ``run_and_report(config, workdir)``.
@@ -112,19 +136,13 @@ def main(run_and_report: Callable[[ml_collections.ConfigDict, str], object], *, 
     argv: the command line (default ``sys.argv``).
   """
   argv = list(sys.argv if argv is None else argv)
-  found = _flag_value(argv, "config")
-  if found is not None:
-    try:
-      resolved = resolve_config(found[1], config_example)
-    except FileNotFoundError as err:
-      _fail(str(err))
-    argv[found[0]] = f"--config={resolved}"
-    if argv[found[0] + 1:found[0] + 2] == [found[1]]:
-      del argv[found[0] + 1]
+  found = _resolve_config_flag(argv, config_example)
   if any(a in _HELP for a in argv[1:]):
     spec = argv[found[0]].split("=", 1)[1] if found else str(REPO / config_example)
     print(help_text(sys.modules["__main__"].__doc__, spec, config_example, workdir_help))
     sys.exit(0)
+  if found is not None:
+    _check_overrides(argv[found[0]].split("=", 1)[1], argv)
   config_flag = config_flags.DEFINE_config_file("config", None, f"Path to a config file, e.g. {config_example}.",
                                                 lock_config=True)
   workdir_flag = flags.DEFINE_string("workdir", None, workdir_help)

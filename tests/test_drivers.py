@@ -52,6 +52,19 @@ def test_missing_config_is_one_line_listing_the_configs(tmp_path, monkeypatch):
   assert "configs/vit_shapley/digits.py, configs/vit_shapley/tfds.py" in line
 
 
+def test_misspelled_config_override_is_one_line_listing_the_fields(tmp_path):
+  # ml_collections raised a 20-frame AttributeError traceback from inside absl's flag parsing.
+  for override, names in (("--config.progres=1", "'progres' in 'config'; its fields there are: classifier, data"),
+                          ("--config.explainer.num_step=3", "'num_step' in 'config.explainer'; its fields")):
+    with pytest.raises(SystemExit) as exit_info:
+      _main(["--config=configs/vit_shapley/digits.py:smoke", f"--workdir={tmp_path}", override])
+    line = _one_line(exit_info.value.code)
+    assert line.startswith(f"error: {override}: the config has no field {names}"), line
+  with pytest.raises(SystemExit) as exit_info:
+    _main(["--config=configs/vit_shapley/digits.py:smoke", f"--workdir={tmp_path}", "--config.seed.x=1"])
+  assert "config.seed is a value" in _one_line(exit_info.value.code)
+
+
 def test_help_lists_the_flags_and_the_config_fields_with_defaults(capsys):
   for argv, fields in ((["--help"], ("--config.evaluate.num_images = 32", "--config.model.name = 'mu/8'")),
                        (["--config", "configs/vit_shapley/digits.py:smoke", "-h"],      # the config given

@@ -249,3 +249,24 @@ def test_std_calibrated_when_the_budget_fits_one_default_batch():
   reported = np.sqrt(np.mean(np.asarray(est.std) ** 2, 0))
   ratio = np.sqrt(np.mean(observed ** 2) / np.mean(reported ** 2))
   assert 0.8 < ratio < 1.2, ratio
+
+
+def test_convergence_mode_std_covers_exact_values_despite_optional_stopping():
+  """The loop stops when the std happens to be small, so an uncorrected std undercovers (measured here: 93% of
+  exact values within 1.96 std instead of 95%, as in the tabular demo's 92%). The stopped estimate's std is
+  widened by the t/normal quantile ratio of its jackknife's degrees of freedom; with it ~94.6% are covered."""
+  d = 10
+  rng = np.random.default_rng(0)
+  w = rng.normal(size=d)
+  z = ((np.arange(2 ** d)[:, None] >> np.arange(d)) & 1).astype(float)
+  table = np.tanh(0.7 * z @ w) + 0.3 * rng.normal(size=2 ** d) * (z.sum(1) % 2)     # interactions: not additive
+  truth = np.asarray(shapley.exact(table_game(table), d))
+  covered = []
+  for batch_size, threshold in ((32, 0.05), (16, 0.1)):
+    run = lambda k: shapley.kernel_shap(table_game(table), d, k, threshold=threshold, batch_size=batch_size,
+                                        max_samples=4096)      # 2^d - 2 > 4096 / 8: sampled, not enumerated
+    est = jax.jit(jax.vmap(run))(jax.random.split(jax.random.key(7), 400))
+    assert bool(np.all(est.converged))
+    covered.append(np.abs(np.asarray(est.values) - truth) <= 1.96 * np.asarray(est.std))
+  coverage = np.mean(covered)
+  assert coverage > 0.938, coverage          # uncorrected std: 0.929 on the same seeds

@@ -62,6 +62,34 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   return module.get_config(*([arg] if arg else []))
 
 
+def unknown_override(config: ml_collections.ConfigDict, argv: list[str]) -> str | None:
+  """One line for the first ``--config.<path>=...`` in argv that names no field of ``config`` (None if all do).
+
+  ml_collections reports such a typo as a 20-frame ``AttributeError`` traceback from inside flag parsing; this
+  names the flag and lists the fields that do exist at that level.
+
+  Example:
+    >>> cfg = ml_collections.ConfigDict({"train": {"steps": 1, "lr": 0.1}})
+    >>> unknown_override(cfg, ["prog", "--config.train.step=5"])
+    "--config.train.step=5: the config has no field 'step' in 'config.train'; its fields there are: lr, steps"
+    >>> unknown_override(cfg, ["prog", "--config.train.steps", "5"]) is None
+    True
+  """
+  for arg in argv[1:]:
+    if not arg.startswith("--config."):
+      continue
+    path = arg[len("--config."):].split("=", 1)[0].split(".")
+    node, where = config, "config"
+    for name in path:
+      if not isinstance(node, ml_collections.ConfigDict):
+        return f"{arg}: {where} is a value ({node!r}), not a section with fields; set --{where}=... instead"
+      if name not in node:
+        known = ", ".join(sorted(node.keys()))
+        return f"{arg}: the config has no field {name!r} in {where!r}; its fields there are: {known}"
+      node, where = node[name], f"{where}.{name}"
+  return None
+
+
 def help_text(doc: str | None, config_spec: str, config_example: str, workdir_help: str) -> str:
   """What ``--help`` prints: the driver's docstring, its flags and the config's fields with their defaults."""
   try:
