@@ -124,6 +124,30 @@ def test_contribution_equals_difference_of_two_converged_fits(cancer):
   assert np.abs(np.asarray(delta)).max() > 1e-3                # the comparison is not between zeros
 
 
+def test_batched_contributions_refine_the_slow_solves_to_the_long_solve():
+  """utility.contributions gives the extra Newton steps only to the solves with the largest Newton decrement.
+  With 20% flipped labels (so that some subsets start far from the warm start and some added points are
+  influential) it matches a cold 40-step solve as the always-refined per-pair path does, while the same base
+  steps without refinement do not (the stragglers exist)."""
+  ds = data.load_embedded("breast_cancer", seed=0)
+  y = ds.y_train.copy()
+  flip = np.random.default_rng(0).random(len(y)) < 0.2
+  y[flip] = 1 - y[flip]
+  u = utility.LogisticRegression.create(ds.x_train, y, ds.x_test, ds.y_test, num_classes=2)
+  weights, points = _subsets(jax.random.fold_in(KEY, 11), u.num_points, 256, 100, 400, u.y)
+  ref = dataclasses.replace(u, newton_steps=40, chord_steps=0, add_newton_steps=30, add_chord_steps=0)
+  long_solve = jax.jit(jax.vmap(lambda w, z: utility.contribution(ref, w, z)))(weights, points)
+  batched = jax.jit(lambda w, z: utility.contributions(u, w, z))(weights, points)
+  per_pair = jax.jit(jax.vmap(lambda w, z: utility.contribution(u, w, z)))(weights, points)
+  unrefined = dataclasses.replace(u, refine_steps=0)
+  base_only = jax.jit(lambda w, z: utility.contributions(unrefined, w, z))(weights, points)
+  for out in (batched, per_pair):
+    np.testing.assert_allclose(out["base_neg_ce"], long_solve["base_neg_ce"], atol=5e-7)
+    np.testing.assert_allclose(out["neg_ce"], long_solve["neg_ce"], atol=5e-7)
+  assert np.abs(np.asarray(base_only["neg_ce"]) - np.asarray(long_solve["neg_ce"])).max() > 1e-5
+  assert np.abs(np.asarray(long_solve["neg_ce"])).max() > 1e-3
+
+
 def test_subset_missing_a_class_scores_as_untrained_model(cancer):
   u, _ = cancer
   only_one_class = (u.y == 1).astype(jnp.float32)

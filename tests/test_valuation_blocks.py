@@ -65,8 +65,10 @@ def test_blocks_match_one_call_and_are_not_reused_for_other_samples(u, tmp_path,
   whole = samplers.distributional(u, KEY, points, sizes, ids=ids, chunk_size=8, progress=False)
   kwargs = dict(directory=tmp_path, fingerprint="fp", block_size=8, chunk_size=8, progress=False)
   out = blocks.sample_in_blocks(u, KEY, points, sizes, ids, **kwargs)
+  # Chunks of other sizes refine other solves (the slowest of each chunk get extra Newton steps), which moves
+  # converged utilities by float32 round-off only.
   for k in whole:
-    np.testing.assert_allclose(out[k], whole[k], rtol=1e-6, err_msg=k)
+    np.testing.assert_allclose(out[k], whole[k], rtol=1e-6, atol=2e-7, err_msg=k)
   counted.clear()
   other = blocks.sample_in_blocks(u, jax.random.key(4), points, sizes, ids, **kwargs)     # another key
   assert counted == [8, 8, 6] and not np.array_equal(other["neg_ce"], out["neg_ce"])
@@ -76,7 +78,7 @@ def test_blocks_match_one_call_and_are_not_reused_for_other_samples(u, tmp_path,
   counted.clear()
   resized = blocks.sample_in_blocks(u, KEY, points, sizes, ids, **{**kwargs, "block_size": 11})
   assert counted == [11, 11]
-  np.testing.assert_allclose(resized["neg_ce"], out["neg_ce"], rtol=1e-6)
+  np.testing.assert_allclose(resized["neg_ce"], out["neg_ce"], rtol=1e-6, atol=2e-7)
 
 
 def test_even_sizes_and_errors(u, tmp_path):

@@ -211,7 +211,7 @@ def _logistic(model: Any, pool: Pool, seed: int) -> utility.LogisticRegression:
   return utility.LogisticRegression.create(
       pool.x, pool.y, pool.x_val, pool.y_val, num_classes=pool.num_classes, l2=model.l2,
       newton_steps=model.newton_steps, chord_steps=model.chord_steps, add_newton_steps=model.add_newton_steps,
-      add_chord_steps=model.add_chord_steps)
+      add_chord_steps=model.add_chord_steps, refine_steps=model.get("refine_steps", 4))
 
 
 def _mlp(model: Any, pool: Pool, seed: int) -> utility.MLPClassifier:
