@@ -40,6 +40,9 @@ def test_outputs(smoke):
   assert set(saved["methods"]) == {"ground_truth", "explainer", *config.evaluate.baselines}
   assert saved["ground_truth"] == "exact" and saved["num_patches"] == 16
   assert 0.0 <= saved["methods"]["explainer"]["insertion_auc"] <= 1.0
+  a, x = saved["amortization"], config.explainer       # the training cost from the explainer stage's settings
+  assert a["train_evaluations"] > x.num_steps * x.batch_size * (x.num_samples + 1)
+  assert "Amortization: the explainer's training cost" in report
 
 
 def test_saved_values_satisfy_identities(smoke):

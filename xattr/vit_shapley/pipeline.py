@@ -27,7 +27,7 @@ from xattr import artifacts
 from xattr.data import images as image_data
 from xattr.models import heads, vit
 from xattr.vit_shapley import evaluate as ev_lib
-from xattr.vit_shapley import method, report
+from xattr.vit_shapley import cost, method, report
 
 __all__ = ["evaluate", "run_pipeline"]
 
@@ -44,6 +44,10 @@ def evaluate(config: ml_collections.ConfigDict, ds: image_data.ImageDataset, cla
                  kernel_shap_budget=ev_lib.budget_summary(ev.results, tuple(e.kernel_shap_budgets),
                                                           table["explainer"]["mae"]),
                  **{k: v for k, v in context.items() if k != "timings"})
+  x = config.explainer
+  summary["amortization"] = cost.amortization_cost(
+      surrogate.config, num_steps=x.num_steps, batch_size=x.batch_size, num_samples=x.num_samples,
+      extra_blocks=x.extra_blocks, evaluations_to_match=summary["kernel_shap_budget"]["evaluations_to_match"])
   report.write_values(os.path.join(workdir, "values.npz"), ev)
   report.write_figures(workdir, ev, baselines, grid=surrogate.grid, class_names=ds.class_names,
                        num_heatmaps=e.num_heatmaps, summary=summary, ground_truth=context["ground_truth"])

@@ -18,7 +18,7 @@ import numpy as np
 from xattr import plots, reports
 from xattr.vit_shapley.evaluate import Evaluation
 
-__all__ = ["cell", "budget_sentence", "write_report", "write_figures", "write_values"]
+__all__ = ["cell", "budget_sentence", "amortization_sentence", "write_report", "write_figures", "write_values"]
 
 
 def cell(row: dict[str, float], key: str) -> str:
@@ -87,12 +87,42 @@ def write_report(path: str, config: ml_collections.ConfigDict, dataset_name: str
          "its last block, gradient rollout (Chefer et al. 2021) and conservative LRP (Ali et al. 2022), all of the "
          "classifier's predicted-class logit.")
   r.text(budget_sentence(summary["kernel_shap_budget"]))
+  if "amortization" in summary:
+    _amortization_section(r, summary["amortization"])
   folder = os.path.dirname(os.path.abspath(path))
   for name, caption in (("budget.png", "KernelSHAP error vs evaluations"),
                         ("curves.png", "insertion and deletion curves"), ("heatmaps.png", "attribution overlays")):
     r.figure(os.path.join(folder, name), caption)
   r.text("Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in c["timings"].items()))
   return r.write(path)
+
+
+def amortization_sentence(a: dict[str, Any]) -> str:
+  """When the explainer's training pays off against KernelSHAP at its error (see :mod:`xattr.vit_shapley.cost`).
+
+  Example:
+    >>> amortization_sentence(dict(train_evaluations=2.2e6, train_flops=5.0e12, explainer_evaluations=2.5,
+    ...                            kernel_shap_evaluations=455.0, break_even_images=4861.0))[-64:]
+    'the explainer wins from about **4,861 images** on (FLOPs alike).'
+  """
+  head = (f"Amortization: the explainer's training cost {a['train_evaluations']:.3g} surrogate-forward equivalents "
+          f"({a['train_flops']:.3g} FLOPs), then {a['explainer_evaluations']:.2f} per image")
+  n = a.get("break_even_images")
+  if n is None:
+    return head + "; KernelSHAP is as accurate at its smallest budget, so the explainer never pays off here."
+  if not np.isfinite(n):
+    return head + (f"; KernelSHAP at the explainer's error needs more than the largest budget measured, so the "
+                   "break-even point is beyond what was measured.")
+  return head + (f"; KernelSHAP needs {a['kernel_shap_evaluations']:.0f} per image for the same error, so the "
+                 f"explainer wins from about **{n:,.0f} images** on (FLOPs alike).")
+
+
+def _amortization_section(r: reports.Report, a: dict[str, Any]) -> None:
+  r.text(amortization_sentence(a))
+  if a["rows"]:
+    r.table(["images explained", "explainer: training + inference (FLOPs)", "KernelSHAP (FLOPs)", "speedup"],
+            [[f"{row['images']:,}", f"{row['explainer_flops']:.3g}", f"{row['kernel_shap_flops']:.3g}",
+              f"{row['speedup']:.2f}x"] for row in a["rows"]])
 
 
 def write_values(path: str, ev: Evaluation) -> str:
