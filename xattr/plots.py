@@ -253,7 +253,11 @@ def heatmap_grid(images: np.ndarray, maps: dict[str, np.ndarray], path: str | os
       values = _upsample(np.asarray(m[i], np.float32), (h, w))
       scale = float(np.abs(values).max()) or 1.0
       ax.imshow(values, cmap="bwr", vmin=-scale, vmax=scale, alpha=alpha)
-  fig.tight_layout()
+  # The key a reader needs before comparing panels: which colour is which sign, and that scales are per panel.
+  top = 1.0 - 0.3 / fig.get_figheight()
+  fig.text(0.5, 1.0 - 0.12 / fig.get_figheight(), "red: positive attribution, blue: negative; each panel is scaled "
+           "to its own largest |value| (patterns compare, magnitudes do not)", ha="center", va="top", fontsize=8)
+  fig.tight_layout(rect=(0, 0, 1, top))
   fig.savefig(path, dpi=110)
   return os.fspath(path)
 
