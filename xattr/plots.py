@@ -302,6 +302,21 @@ def curves_plot(fractions: np.ndarray, curves: dict[str, dict[str, np.ndarray]],
   return os.fspath(path)
 
 
+def _spaced_ticks(values: np.ndarray, min_ratio: float = 1.3) -> np.ndarray:
+  """The distinct positive ``values`` thinned so that neighbours on a log axis are >= ``min_ratio`` apart (their
+  labels would overlap otherwise).
+
+  Example:
+    >>> _spaced_ticks(np.array([13.25, 24.5, 32.0, 33.0, 60.0, 121.0, 128.0])).tolist()
+    [13.25, 24.5, 32.0, 60.0, 121.0]
+  """
+  kept: list[float] = []
+  for v in np.unique(values[values > 0]):
+    if not kept or v >= kept[-1] * min_ratio:
+      kept.append(float(v))
+  return np.asarray(kept)
+
+
 def error_vs_evaluations(evaluations: dict[str, np.ndarray], errors: dict[str, np.ndarray], path: str | os.PathLike, *,
                          levels: dict[str, float] | None = None, ylabel: str = "mean absolute error vs ground truth",
                          xlabel: str = "model evaluations per explanation") -> str:
@@ -333,13 +348,16 @@ def error_vs_evaluations(evaluations: dict[str, np.ndarray], errors: dict[str, n
                 fontsize=8)
   ax.set_xscale("log")
   ax.set_yscale("log")
-  ticks = np.unique(np.concatenate([np.asarray(x, np.float64).ravel() for x in evaluations.values()]))
+  ticks = _spaced_ticks(np.concatenate([np.asarray(x, np.float64).ravel() for x in evaluations.values()]))
   if 0 < ticks.size <= 12:                                 # label the evaluation counts themselves
-    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
     ax.xaxis.set_minor_formatter(NullFormatter())
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
-  ax.legend(fontsize=8)
+  if len(evaluations) > 3:       # many methods: the legend goes under the axes instead of over the lines
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
+  else:
+    ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  fig.savefig(path, dpi=110, bbox_inches="tight")
   return os.fspath(path)

@@ -22,6 +22,8 @@ import os
 from typing import Any
 
 import numpy as np
+from matplotlib.lines import Line2D
+from matplotlib.ticker import NullFormatter
 
 from xattr import artifacts, reports
 
@@ -139,10 +141,15 @@ def _input_plot(config: Any, results: dict[str, np.ndarray], path: str) -> str:
         ax.plot(eps, results[f"{key}/bound"][:, t], "--", color=line.get_color(), alpha=0.6)
       ax.set_xscale("log")
       ax.set_yscale("log")
+      ax.xaxis.set_minor_formatter(NullFormatter())         # '2x10^-1 3x10^-1 ...' labels ran into each other
       ax.set_title(f"{kind} / {r}", fontsize=9)
       ax.set_xlabel("eps")
   axes[0, 0].set_ylabel("||phi(x) - phi(x')||")
-  axes[0, 0].legend(fontsize=6)
+  # The line styles need a key too: colour = technique, style = what is plotted.
+  handles, _ = axes[0, 0].get_legend_handles_labels()
+  handles += [Line2D([], [], color="gray", ls=":", label="Gaussian noise (mean)"),
+              Line2D([], [], color="gray", ls="--", alpha=0.6, label="bound")]
+  axes[0, 0].legend(handles=handles, fontsize=6)
   return reports.save_figure(fig, path)
 
 

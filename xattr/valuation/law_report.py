@@ -62,8 +62,8 @@ def plot_selection(path: str, added: Addition) -> str:
   ax.set_title("size-aware selection: gain vs target size")
   ax.axhline(0, color="k", lw=0.5)
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=7)
-  return reports.save_figure(fig, path, dpi=DPI)
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)   # not over the points
+  return reports.save_figure(fig, path, dpi=DPI, bbox="tight")
 
 
 def _binned(truth: Samples, row: int, num_bins: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
