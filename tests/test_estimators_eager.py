@@ -145,6 +145,20 @@ def test_exact_uses_float64_when_enabled():
     np.testing.assert_allclose(banzhaf.exact(v, 6), w, atol=1e-7)
 
 
+def test_sampling_estimators_run_with_x64_enabled():
+  # permutation and MSR crashed under jax_enable_x64: their float32 running moments met float64 batches inside
+  # lax.scan ("carry input and carry output must have equal types").
+  w = np.linspace(0.1, 0.7, 6)
+  with jax.enable_x64(True):
+    v = lambda m: m.astype(jnp.float64) @ jnp.asarray(w)
+    for est in (shapley.permutation(v, 6, KEY, num_permutations=8),
+                shapley.permutation(v, 6, KEY, threshold=0.05, batch_size=20),
+                shapley.kernel_shap(v, 6, KEY, num_samples=32)):
+      np.testing.assert_allclose(est.values, w, atol=1e-5)     # additive game: these estimators are exact
+    msr = banzhaf.msr(v, 6, KEY, num_samples=256)               # MSR is not exact, but unbiased with its std
+    assert np.all(np.abs(np.asarray(msr.values) - w) < 4 * np.asarray(msr.std))
+
+
 def test_grad_through_convergence_mode_says_pass_num_samples():
   f = lambda x: shapley.kernel_shap(games.baseline(MODEL, x, jnp.zeros(D)), D, KEY, batch_size=16,
                                     enumerate_sizes=0).values.sum()

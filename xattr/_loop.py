@@ -91,6 +91,9 @@ def moments_update(state: Moments, units: jax.Array, weights: jax.Array, *, oute
   With ``outer=True`` the second moment is the full covariance over the second-to-last axis, per entry of the
   last axis: units [u, d, k] -> m2 [k, d, d]; otherwise it is elementwise.
   """
+  # The state keeps its dtypes (float32): under jax_enable_x64 the batch's float64 would otherwise change the
+  # carry's type and break the lax.scan / while_loop around this update.
+  units, weights = units.astype(state.mean.dtype), weights.astype(state.count.dtype)
   wshape = (-1,) + (1,) * (units.ndim - 1)
   count_b = weights.sum()
   mean_b = (units * weights.reshape(wshape)).sum(0) / jnp.maximum(count_b, 1.0)
