@@ -116,14 +116,16 @@ def _xattr_runner(method: str, d: int, n: int):
 
 
 def _fit_budget(method: str, d: int, budget: int, table: np.ndarray) -> int:
-  """The largest setting n whose num_evals fits the budget (searched down from the budget)."""
-  n = budget
-  while n > 2 * d:
-    est = _xattr_runner(method, d, n)(jnp.asarray(table), jax.random.split(jax.random.key(0), 1))
-    if int(np.max(est.num_evals)) <= budget:
-      return n
-    n = int(n * 0.95) // 2 * 2
-  return n
+  """The largest even setting n whose num_evals fits the budget (bisection: num_evals grows with n)."""
+  evals = lambda n: int(np.max(_xattr_runner(method, d, n)(jnp.asarray(table),
+                                                           jax.random.split(jax.random.key(0), 1)).num_evals))
+  lo, hi = 2 * d, budget                          # evals(lo) fits (checked below), hi is the upper end
+  if evals(lo) > budget:
+    return lo
+  while hi - lo > 2:
+    mid = (lo + hi) // 4 * 2
+    lo, hi = (mid, hi) if evals(mid) <= budget else (lo, mid)
+  return hi if evals(hi) <= budget else lo
 
 
 def run_xattr(method: str, game: dict, budget: int, seeds: int, cache: dict) -> tuple[np.ndarray, np.ndarray, int]:
