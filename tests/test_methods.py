@@ -64,7 +64,7 @@ def test_efficiency_of_every_shapley_estimate():
   assert float(jnp.abs(exact.sum() - grand_minus_null)) < 1e-5
 
 
-@pytest.mark.parametrize("name", ["kernel_shap", "permutation", "banzhaf_msr", "lime", "rise"])
+@pytest.mark.parametrize("name", ["kernel_shap", "odd_kernel_shap", "permutation", "banzhaf_msr", "lime", "rise"])
 @pytest.mark.parametrize("budget", [20, 41])
 def test_budget_rules_spend_at_most_the_budget(name, budget):
   settings = methods.settings_for(name, D, budget)

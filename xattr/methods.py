@@ -302,6 +302,16 @@ def _kernel_shap(problem: Problem, key: jax.Array, *, num_samples: int | None = 
   return shapley.kernel_shap(problem.game, problem.num_players, key, **kw)
 
 
+@register("odd_kernel_shap", target="shapley", budget=lambda d, b: dict(num_samples=max(b - 2, 2) // 2 * 2),
+          evaluations=lambda d, s: min(int(s["num_samples"]), 2 ** d - 2) + 2)
+def _odd_kernel_shap(problem: Problem, key: jax.Array, *, num_samples: int, batch_size: int = 512,
+                     enumerate_sizes: int | None = None, ridge: float | None = None,
+                     threshold: float = 0.01) -> Estimate:
+  return shapley.odd_kernel_shap(problem.game, problem.num_players, key, num_samples=num_samples,
+                                 batch_size=batch_size, enumerate_sizes=enumerate_sizes, ridge=ridge,
+                                 threshold=threshold)
+
+
 @register("permutation", target="shapley", budget=_permutation_budget,
           evaluations=lambda d, s: int(s["num_permutations"]) * (d - 1) + 2)
 def _permutation(problem: Problem, key: jax.Array, *, num_permutations: int, batch_size: int = 512,

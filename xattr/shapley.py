@@ -18,7 +18,9 @@ min_b E_{z~p}[(v(z) - v(0) - z^T b)^2] s.t. 1^T b = v(1) - v(0), whose solution 
 b = A^-1 c - A^-1 1 (1^T A^-1 c - (v(1) - v(0))) / (1^T A^-1 1) with A = E[z z^T], c = E[z (v(z) - v(0))] and z drawn
 from the Shapley kernel. ``exact_a=False`` (the original KernelSHAP) estimates A from the same samples;
 ``exact_a=True`` (unbiased KernelSHAP) uses A in closed form. References: Lundberg & Lee (2017); Covert & Lee,
-"Improving KernelSHAP" (AISTATS 2021).
+"Improving KernelSHAP" (AISTATS 2021). :func:`odd_kernel_shap` adds every third-order interaction to the paired
+regression (as a kernel ridge part over odd Walsh functions, in the spirit of OddSHAP, Fumagalli et al. 2026):
+several times lower error per game evaluation on smooth models, at a fixed budget.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ from xattr.estimate import Estimate
 
 Game = Callable[[jax.Array], jax.Array]
 
-__all__ = ["Estimate", "MAX_EXACT_PLAYERS", "exact", "kernel_shap", "permutation", "normalize_efficient",
-           "exact_a_matrix", "samples_to_converge"]
+__all__ = ["Estimate", "MAX_EXACT_PLAYERS", "exact", "kernel_shap", "odd_kernel_shap", "permutation",
+           "normalize_efficient", "exact_a_matrix", "samples_to_converge"]
 
 
 def normalize_efficient(phi: jax.Array, grand: jax.Array, null: jax.Array) -> jax.Array:
@@ -533,6 +535,196 @@ def _permutation(game, key, *, num_players, num_permutations, antithetic, per_ba
   num_evals = (state["m"].count * unit * (d - 1) + 2).astype(jnp.int32)
   squeeze = (lambda x: x[:, 0]) if scalar else (lambda x: x)
   return Estimate(squeeze(values), squeeze(std), num_evals, converged), state["ok"]
+
+
+RIDGE_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+"""Ridge strengths :func:`odd_kernel_shap` chooses from by leave-one-out error (relative to the kernel's scale)."""
+
+
+def odd_kernel_shap(game: Game, num_players: int, key: jax.Array, *, num_samples: int, batch_size: int = 512,
+                    enumerate_sizes: int | None = None, ridge: float | None = None,
+                    threshold: float = 0.01) -> Estimate:
+  """KernelSHAP with third-order interactions: paired samples, odd Walsh regression, ridge chosen by leave-one-out.
+
+  The Shapley value depends on the game only through its odd part v_o(z) = (v(z) - v(1 - z)) / 2, which a paired
+  sample observes exactly. Paired KernelSHAP fits v_o with the d first-order Walsh functions x_i (x = 2z - 1);
+  here the fit also has every third-order term x_i x_j x_k, as a Gaussian-process (kernel ridge) part whose
+  kernel sum_{|T|=3} x_T x'_T = e_3(x * x') depends only on x . x', so its cost does not grow with C(d, 3). Each
+  fitted odd term T gives 2 b_T / |T| to each of its players; first-order terms are fitted without penalty under
+  the Shapley kernel's weights, so the residual the interactions leave is projected exactly as KernelSHAP would,
+  and the estimate stays consistent for any game. Games close to third order (smooth models, most tabular
+  models) are estimated several times more accurately than by KernelSHAP at the same budget; the ridge strength
+  is chosen per call from :data:`RIDGE_GRID` by the closed-form leave-one-out error of the fit. The extreme
+  coalition sizes are enumerated as in :func:`kernel_shap` (the whole game when it fits, then exact).
+
+  Args:
+    game: bool[n, d] -> float[n] or float[n, k]; called on at most ``batch_size`` coalitions at a time.
+    num_players: d >= 3 (static).
+    key: PRNG key (``jax.random.key``); same key -> same estimate.
+    num_samples: coalitions evaluated besides the grand and null ones (enumerated + sampled), even.
+    batch_size: coalitions per game call; only a memory knob.
+    enumerate_sizes: K as in :func:`kernel_shap` (None: chosen for the budget).
+    ridge: a fixed ridge strength instead of the leave-one-out choice.
+    threshold: sets ``Estimate.converged`` (max std / range of the values < threshold).
+
+  Returns:
+    :class:`Estimate` with values float[d] (or [d, k]) summing to v(1) - v(0); std from the delete-one jackknife
+    over the sampled pairs, computed in closed form from the fit (inf with fewer than 2 sampled pairs, 0 when the
+    enumeration covers every coalition and the result is exact); num_evals counts every coalition evaluated.
+
+  Raises:
+    ValueError: d < 3, an odd or too small ``num_samples``, a negative ``ridge``.
+    FloatingPointError: (outside jit) non-finite game values.
+
+  The one n x n eigendecomposition per call (n = sampled pairs + enumerated pairs) runs on the host in numpy
+  (float64), one input at a time under ``vmap``: O(n^3), about 0.1 s at n = 1,000; everything else is XLA.
+
+  Example:
+    >>> w = jnp.arange(8.0)
+    >>> v = lambda m: (m.astype(jnp.float32) @ w) + 5.0 * (m[:, 0] & m[:, 1] & m[:, 2])   # a 3-way interaction
+    >>> est = odd_kernel_shap(v, 8, jax.random.key(0), num_samples=200)
+    >>> bool(jnp.abs(est.values - exact(v, 8)).max() < 0.02), int(est.num_evals)
+    (True, 202)
+  """
+  d = _checks.positive_int("num_players", num_players, minimum=3)
+  _checks.prng_key("key", key)
+  batch_size = _checks.positive_int("batch_size", batch_size)
+  _checks.positive_int("num_samples", num_samples)
+  _checks.even_if_paired(num_samples, True)
+  if ridge is not None and not (np.isfinite(ridge) and ridge > 0):
+    raise ValueError(f"ridge must be a positive number (or None to choose it by leave-one-out), got {ridge}.")
+  plan_k = _enumeration_plan(d, num_samples, enumerate_sizes)
+  n_enum = len(_enumerate_sizes(d, plan_k).masks)
+  # Enumerated singletons make the first-order fit full rank; without them the samples must (d + 2 pairs).
+  pairs_needed = 2 if plan_k >= 1 else d + 2
+  if n_enum < 2 ** d - 2 and num_samples < n_enum + 2 * pairs_needed:
+    raise ValueError(f"num_samples={num_samples} is too few for odd_kernel_shap with num_players={d}: it needs "
+                     f"num_samples >= {n_enum + 2 * pairs_needed} ({n_enum} enumerated coalitions and at least "
+                     f"{pairs_needed} sampled pairs), or >= {2 ** d - 2} for the exact result.")
+  opts = dict(num_players=d, num_samples=int(num_samples), batch_size=batch_size, enumerate_k=plan_k,
+              ridge=None if ridge is None else float(ridge), threshold=float(threshold))
+  est, game_ok = _loop.dispatch(_odd_kernel_shap, game, key, **opts)
+  _loop.check_result("odd_kernel_shap", est, game_ok)
+  return est
+
+
+def _odd_kernel_shap(game, key, *, num_players, num_samples, batch_size, enumerate_k, ridge, threshold):
+  """Traced body of :func:`odd_kernel_shap`: returns (estimate, game_ok)."""
+  d = num_players
+  enum = _enumerate_sizes(d, enumerate_k)
+  grand, null, scalar = _loop.grand_and_null(game, d)
+  squeeze = (lambda x: x[:, 0]) if scalar else (lambda x: x)
+  if 1.0 - enum.mass < 1e-9:                                 # every coalition enumerated: KernelSHAP is exact
+    y = _loop.evaluate_chunked(game, jnp.asarray(enum.masks), batch_size) - null
+    c = jnp.asarray(enum.masks.T * enum.weights, jnp.float32) @ y
+    a = jnp.asarray(enum.masks.T @ (enum.masks * enum.weights[:, None]), jnp.float32)
+    values = normalize_efficient(_solve_constrained(a, c, grand - null), grand, null)
+    est = Estimate(squeeze(values), squeeze(jnp.zeros_like(values)), jnp.asarray(len(enum.masks) + 2, jnp.int32),
+                   jnp.asarray(True))
+    return est, jnp.all(jnp.isfinite(y)) & jnp.all(jnp.isfinite(grand - null))
+  # One row per complementary pair: the enumerated sizes are closed under complement, and exactly one of z, 1 - z
+  # contains player 0. A pair's weight is the kernel mass of both coalitions.
+  keep = enum.masks[:, 0] if len(enum.masks) else np.zeros((0,), bool)
+  z_enum, w_enum = enum.masks[keep], 2.0 * enum.weights[keep]
+  n_pairs = (num_samples - len(enum.masks)) // 2
+  z_samp = masks_lib.with_size_probs(key, d, n_pairs, enum.rest_probs)
+  z = jnp.concatenate([jnp.asarray(z_enum, bool).reshape(-1, d), z_samp])
+  vals = _loop.evaluate_chunked(game, jnp.concatenate([z, ~z]), batch_size)
+  ok = jnp.all(jnp.isfinite(vals)) & jnp.all(jnp.isfinite(grand - null))
+  rows = z.shape[0]
+  # The grand coalition pins the fit's sum (efficiency); weighted like all the other rows together.
+  x = jnp.concatenate([2.0 * z.astype(jnp.float32) - 1.0, jnp.ones((1, d), jnp.float32)])
+  y = jnp.concatenate([(vals[:rows] - vals[rows:]) / 2.0, ((grand - null) / 2.0)[None]])
+  w = jnp.concatenate([jnp.asarray(w_enum, jnp.float32), jnp.full((n_pairs,), (1.0 - enum.mass) / n_pairs,
+                                                                   jnp.float32), jnp.ones((1,), jnp.float32)])
+  fit = _OddFit(x, y, w, d)
+  sampled = jnp.arange(rows + 1) >= len(z_enum)
+  sampled = sampled & (jnp.arange(rows + 1) < rows)
+  if ridge is None:
+    scores = jax.lax.map(lambda lam: fit.loo_score(lam, rows), jnp.asarray(RIDGE_GRID, jnp.float32))
+    lam = jnp.asarray(RIDGE_GRID, jnp.float32)[jnp.argmin(jnp.where(jnp.isfinite(scores), scores, jnp.inf))]
+  else:
+    lam = jnp.asarray(ridge, jnp.float32)
+  values, std = fit.shapley(lam, sampled, n_pairs)
+  values = normalize_efficient(values, grand, null)
+  std = _loop.std_or_inf(std, jnp.asarray(n_pairs >= 2))
+  est = Estimate(squeeze(values), squeeze(std), jnp.asarray(2 * rows + 2, jnp.int32),
+                 _loop.converged_flag(values, std, threshold))
+  return est, ok
+
+
+def _numpy_eigh(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  eig, q = np.linalg.eigh(np.asarray(a, np.float64))
+  return eig.astype(a.dtype), q.astype(a.dtype)
+
+
+def _host_eigh(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Eigendecomposition of a symmetric matrix on the host (numpy, float64), one matrix at a time under vmap.
+
+  Why not ``jnp.linalg.eigh``: batched LAPACK custom calls can stall XLA:CPU's thread pool when several run at
+  once (seen with this estimator vmapped over inputs on 4 CPU devices; see :mod:`xattr.linalg`). The matrix
+  depends only on the sampled coalitions, never on the game's values, so no derivative flows through it.
+  """
+  shapes = (jax.ShapeDtypeStruct(a.shape[-1:], a.dtype), jax.ShapeDtypeStruct(a.shape, a.dtype))
+  return jax.pure_callback(_numpy_eigh, shapes, jax.lax.stop_gradient(a), vmap_method="sequential")
+
+
+class _OddFit:
+  """Weighted first-order regression plus a third-order Walsh kernel part, for every ridge strength at once.
+
+  With x in {-1, 1}^{n x d}, weights w and ridge lam: y = x b + f + e, f ~ GP(0, K), K = e_3(x x'^T) / C(d, 3),
+  e ~ N(0, lam D), D = diag(1 / (w n)). One eigendecomposition of D^-1/2 K D^-1/2 gives C^-1 = (K + lam D)^-1 for
+  every lam, hence b (generalised least squares), the kernel coefficients a = P y, the leave-one-out residuals
+  a_s / P_ss and the linear map from y to the Shapley values (for the jackknife) in O(n^2 d) each.
+  """
+
+  def __init__(self, x, y, w, d):
+    self.x, self.y, self.d = x, y, d
+    n = x.shape[0]
+    self.dvec = 1.0 / (w * n)
+    self.sq = jax.lax.rsqrt(self.dvec)
+    s = x @ x.T
+    kernel = (s ** 3 - (3 * d - 2) * s) / (6.0 * comb(d, 3))           # e_3 of the +-1 vector x * x'
+    self.eig, self.q = _host_eigh(kernel * self.sq[:, None] * self.sq[None, :])
+    self.eig = jnp.maximum(self.eig, 0.0)
+    t = x.sum(1, keepdims=True) - x                                   # sum of the other players' x
+    # d phi_i / d a_s: each third-order term T containing i gives 2/3 of its coefficient, summed over T.
+    self.g = (2.0 / 3.0) * x * (t ** 2 - (d - 1)) / 2.0 / comb(d, 3)
+
+  def _solver(self, lam):
+    inv = 1.0 / (self.eig + lam)
+    ci = lambda v: self.sq[:, None] * (self.q @ (inv[:, None] * (self.q.T @ (self.sq[:, None] * v))))
+    return ci, (self.sq ** 2) * ((self.q ** 2) @ inv)
+
+  def _gls(self, lam):
+    ci, diag_ci = self._solver(lam)
+    ci_x, ci_y = ci(self.x), ci(self.y)
+    a_inv = linalg.inv_psd(self.x.T @ ci_x)
+    b = a_inv @ (self.x.T @ ci_y)
+    alpha = ci_y - ci_x @ b
+    p_diag = diag_ci - jnp.sum((ci_x @ a_inv) * ci_x, axis=1)
+    return ci, ci_x, a_inv, b, alpha, p_diag
+
+  def loo_score(self, lam, rows):
+    """Weighted leave-one-out squared error over the pair rows (not the pinned grand row), outputs normalised."""
+    _, _, _, _, alpha, p_diag = self._gls(lam)
+    loo = alpha[:rows] / p_diag[:rows, None]
+    w = 1.0 / (self.dvec[:rows] * self.dvec.shape[0])
+    scale = jnp.sum(w[:, None] * self.y[:rows] ** 2, 0) + 1e-30
+    return jnp.sum(jnp.sum(w[:, None] * loo ** 2, 0) / scale)
+
+  def shapley(self, lam, sampled, n_pairs):
+    """(values [d, k], jackknife std [d, k]) at ridge lam."""
+    ci, ci_x, a_inv, b, alpha, p_diag = self._gls(lam)
+    values = 2.0 * b + self.g.T @ alpha
+    # phi = L y with L = 2 A^-1 (C^-1 x)^T + G^T P; deleting row s moves phi by L[:, s] times its LOO residual.
+    lmap = 2.0 * a_inv @ ci_x.T + ci(self.g).T - (self.g.T @ ci_x) @ a_inv @ ci_x.T          # [d, n]
+    loo = alpha / p_diag[:, None]                                                           # [n, k]
+    delta = lmap.T[:, :, None] * loo[:, None, :]                                            # [n, d, k]
+    m = jnp.maximum(n_pairs, 1)
+    mean = jnp.sum(jnp.where(sampled[:, None, None], delta, 0.0), 0) / m
+    var = (m - 1) / m * jnp.sum(jnp.where(sampled[:, None, None], (delta - mean) ** 2, 0.0), 0)
+    return values, jnp.sqrt(jnp.maximum(var, 0.0))
 
 
 def samples_to_converge(estimate: Estimate, threshold: float = 0.01) -> jax.Array:
