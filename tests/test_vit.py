@@ -338,3 +338,9 @@ def test_flops_count():
   t, w, m = 17, 32, 128
   per_block = 2 * t * w * 3 * w + 4 * t * t * w + 2 * t * w * w + 4 * t * w * m
   assert vit.flops_per_example(c) == 2 * 16 * 48 * w + 2 * per_block + 2 * w * 3
+
+
+def test_exact_gelu_equals_jax_erf_gelu():
+  """The erfc form the ViT's MLP uses gives the same values as jax.nn.gelu(approximate=False)."""
+  x = jax.random.normal(jax.random.key(1), (1_000_000,)) * 4.0
+  np.testing.assert_allclose(vit.exact_gelu(x), jax.nn.gelu(x, approximate=False), rtol=1e-6, atol=1e-7)
