@@ -22,6 +22,7 @@ Run (PyTorch is optional, from the `bench` extra):
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -33,6 +34,7 @@ from flax import nnx
 
 from tools.bench import timing
 from xattr import masks as xmasks
+from xattr import xla_cpu
 from xattr.models import vit
 
 FLAGS = flags.FLAGS
@@ -47,6 +49,8 @@ flags.DEFINE_integer("repeats", 5, "Timed steps (median reported).")
 flags.DEFINE_bool("torch", True, "Also run the PyTorch model, if torch is installed.")
 flags.DEFINE_float("peak_tflops", 989.0, "Accelerator peak for the compute dtype (H100 SXM dense bf16: 989).")
 flags.DEFINE_integer("seed", 0, "Seed for weights, images and masks.")
+flags.DEFINE_bool("tune_xla_cpu", True, "Turn XLA:CPU's YNN matmul fusion off first (xattr.xla_cpu.tune; +30-35% "
+                  "on these GEMMs with jaxlib 0.10-0.12). --notune_xla_cpu measures the jaxlib default.")
 flags.DEFINE_integer("chunk", 0, "xattr: run the rows in sequential chunks of this many images (lax.map), 0 = all "
                      "at once. Smaller working sets can be faster on CPU caches.")
 
@@ -166,6 +170,8 @@ def timed(calls: dict[str, tuple], repeats: int) -> tuple[dict[str, np.ndarray],
 
 def main(argv):
   del argv
+  if FLAGS.tune_xla_cpu:
+    xla_cpu.tune()                    # before the first computation starts the backend
   dtype = getattr(jnp, FLAGS.dtype)
   cfg = vit.config(FLAGS.size, image_size=FLAGS.image_size, num_classes=FLAGS.num_classes, dtype=dtype)
   model = vit.ViT(cfg, rngs=nnx.Rngs(FLAGS.seed))
@@ -174,7 +180,7 @@ def main(argv):
   backend = jax.default_backend()
   print(f"ViT-{FLAGS.size} at {FLAGS.image_size} ({cfg.num_patches} patches, {cfg.num_tokens} tokens), "
         f"{FLAGS.images} images x {FLAGS.masks} masks per step, xattr dtype {FLAGS.dtype}, backend {backend} "
-        f"({jax.devices()[0].device_kind})")
+        f"({jax.devices()[0].device_kind}); XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
 
   if not np.array_equal(masks[:, 1::2], ~masks[:, ::2]):
     raise AssertionError("the Shapley-kernel sampler must emit complementary pairs in adjacent rows")
