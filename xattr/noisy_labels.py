@@ -58,8 +58,8 @@ def label_methods() -> tuple[str, ...]:
   """The registered methods that can make labels: they explain a game and have a budget rule.
 
   Example:
-    >>> label_methods()[:4]
-    ('kernel_shap', 'permutation', 'banzhaf_msr', 'lime')
+    >>> label_methods()[:5]
+    ('kernel_shap', 'odd_kernel_shap', 'permutation', 'banzhaf_msr', 'lime')
   """
   return tuple(n for n in methods.names(needs="game") if methods.get(n).budget_rule is not None)
 

@@ -595,6 +595,9 @@ def odd_kernel_shap(game: Game, num_players: int, key: jax.Array, *, num_samples
     raise ValueError(f"ridge must be a positive number (or None to choose it by leave-one-out), got {ridge}.")
   plan_k = _enumeration_plan(d, num_samples, enumerate_sizes)
   n_enum = len(_enumerate_sizes(d, plan_k).masks)
+  while enumerate_sizes is None and plan_k > 0 and n_enum < 2 ** d - 2 and num_samples - n_enum < 4:
+    plan_k -= 1                       # leave at least two sampled pairs for the jackknife
+    n_enum = len(_enumerate_sizes(d, plan_k).masks)
   # Enumerated singletons make the first-order fit full rank; without them the samples must (d + 2 pairs).
   pairs_needed = 2 if plan_k >= 1 else d + 2
   if n_enum < 2 ** d - 2 and num_samples < n_enum + 2 * pairs_needed:
