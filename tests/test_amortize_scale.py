@@ -44,6 +44,20 @@ def test_speedup_is_per_example_total_over_amortized_total_and_grows_with_n():
   assert speedups == sorted(speedups) and speedups[-1] < 128     # bounded by the per-input cost at equal error
 
 
+def test_flops_add_the_explainer_training_and_inference_to_the_model_rows():
+  e = scale.amortized_entry(dict(kind="stochastic amortization", method="kernel_shap", setting="32/label",
+                                 target="shapley", evals=33.0, mae=0.05), 1000, explainer_rows=500 * 32)
+  model, explainer = scale.mlp_flops((16, 64, 64, 2)), scale.mlp_flops((16, 128, 128, 32))
+  assert model == 2 * (16 * 64 + 64 * 64 + 64 * 2) and explainer == 2 * (16 * 128 + 128 * 128 + 128 * 32)
+  (entry,) = scale.at_scale(REF + [e], (10_000,), dict(model=model, explainer=explainer))
+  expected = 32_000 * model + 3 * explainer * 16_000 + 10_000 * (model + explainer)
+  assert entry["amortized_flops"] == pytest.approx(expected)
+  assert entry["per_example_flops"] == pytest.approx(10_000 * 128.0 * model)
+  assert entry["flops_speedup"] == pytest.approx(10_000 * 128.0 * model / expected)
+  assert entry["flops_speedup"] < entry["speedup"]             # the explainer's passes only add to its cost
+  assert "flops_speedup" not in scale.at_scale(REF + [e], (10_000,))[0]
+
+
 def test_an_explainer_is_priced_only_at_n_at_least_its_training_set():
   entries = scale.at_scale(REF + [_sa(1000, 0.05), _sa(10_000, 0.03)], (1000, 10_000))
   assert [(x["n_explain"], x["n_train"]) for x in entries] == [(1000, 1000), (10_000, 1000), (10_000, 10_000)]
@@ -67,7 +81,10 @@ def test_synthetic_smoke_study(tmp_path):
                                     e["mae"])[0]
     assert e["per_example_evals"] == pytest.approx(e["n_explain"] * per_input)
     assert e["speedup"] == pytest.approx(e["per_example_evals"] / e["amortized_evals"])
+    assert e["flops_speedup"] == pytest.approx(e["per_example_flops"] / e["amortized_flops"])   # baseline removal
+    assert e["amortized_flops"] > e["amortized_evals"] * sc["flops"]["model"]                   # + explainer passes
   report = open(out["paths"]["report"]).read()
+  assert "FLOPs speedup" in report and "amortized_flops_speedup_at_equal_error=" in report
   for n in config.scale.explain_sizes:
     assert f"at N={n}" in report
     assert os.path.exists(os.path.join(str(tmp_path), "synthetic", f"error_vs_total_evaluations_N{n}.png"))

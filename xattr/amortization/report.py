@@ -35,8 +35,9 @@ SCALE_NOTES = ("Total cost to explain N inputs, in model evaluations: per-exampl
                "that reaches the explainer's held-out error (interpolated); an amortized explainer pays its whole "
                "training (labels of its n_train training inputs, or FastSHAP's masked evaluations) plus 1 evaluation "
                "per input (2 for FastSHAP: grand and null). Only explainers with n_train <= N are priced at N. "
-               "Explainer forward/backward passes are not counted (an MLP explainer pass costs about as much as one "
-               "model evaluation of the same width).")
+               "The evaluation counts leave out the explainer's own passes; the FLOPs columns (baseline removal: "
+               "one model row per evaluation) include them: 3 explainer passes per training row (forward and "
+               "backward) and one per explained input.")
 
 
 def scale_line(n_explain: int, best: dict[str, Any] | None) -> str:
@@ -48,16 +49,23 @@ def scale_line(n_explain: int, best: dict[str, Any] | None) -> str:
   """
   if best is None:
     return f"amortized_speedup_at_equal_error=n/a at N={n_explain} (no explainer with n_train <= N)"
+  flops = (f", amortized_flops_speedup_at_equal_error={bound_text(best['bound'])}{best['flops_speedup']:.1f}x"
+           if "flops_speedup" in best else "")
   return (f"amortized_speedup_at_equal_error={bound_text(best['bound'])}{best['speedup']:.1f}x at N={n_explain} "
-          f"({best['label']})")
+          f"({best['label']}){flops}")
 
 
 def _scale_section(r: reports.Report, name: str, sc: dict[str, Any], base: str) -> None:
   r.heading(f"{name}: explaining N inputs").text(SCALE_NOTES)
+  with_flops = all("flops_speedup" in e for e in sc["entries"]) and bool(sc["entries"])
   rows = [[str(e["n_explain"]), e["label"], str(e["n_train"]), f"{e['mae']:.4g}", f"{e['amortized_evals']:.3g}",
-           f"{e['per_example_evals']:.3g}", f"{bound_text(e['bound'])}{e['speedup']:.1f}x"] for e in sc["entries"]]
+           f"{e['per_example_evals']:.3g}", f"{bound_text(e['bound'])}{e['speedup']:.1f}x"]
+          + ([f"{e['amortized_flops']:.3g}", f"{e['per_example_flops']:.3g}",
+              f"{bound_text(e['bound'])}{e['flops_speedup']:.1f}x"] if with_flops else [])
+          for e in sc["entries"]]
   r.table(["N", "explainer", "n_train", "held-out MAE", "amortized total evals", "KernelSHAP total evals, same MAE",
-           "speedup"], rows)
+           "speedup"] + (["amortized FLOPs (training incl.)", "KernelSHAP FLOPs", "FLOPs speedup"] if with_flops
+                         else []), rows)
   for n in sc["sizes"]:
     r.text(scale_line(n, sc["best"][n]))
     r.figure(os.path.join(base, name, f"error_vs_total_evaluations_N{n}.png"), f"{name}: error vs total compute, N={n}")

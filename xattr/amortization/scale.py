@@ -9,7 +9,12 @@ at N inputs
   per-example total at the same error = N * (KernelSHAP's per-input cost for that error, interpolated),
 
 and ``speedup = per-example total / amortized total``. An explainer may only be priced at N >= its ``n_train``:
-its training inputs are among the inputs it explains.
+its training inputs are among the inputs it explains. With ``flops`` (:func:`mlp_flops` of the model per game
+evaluation and of the explainer per input), the same totals are also priced in FLOPs, the explainer's training
+included (3 forward passes' worth per training row: forward and backward):
+
+  amortized FLOPs = train_evals * model + 3 * explainer * explainer_rows + N * (explain_evals * model + explainer),
+  per-example FLOPs = N * per-input evaluations * model.
 
 Example:
   >>> from xattr.amortization import scale
@@ -29,12 +34,23 @@ import numpy as np
 
 from xattr.amortization import costs
 
-__all__ = ["amortized_entry", "at_scale", "best_at", "total_evals"]
+__all__ = ["amortized_entry", "at_scale", "best_at", "mlp_flops", "total_evals"]
 
 
-def amortized_entry(row: dict, n_train: int) -> dict:
+def mlp_flops(widths: Sequence[int]) -> float:
+  """FLOPs of one row through dense layers of these widths (2 per weight: a multiply and an add).
+
+  Example:
+    >>> mlp_flops((16, 64, 64, 2))
+    10496.0
+  """
+  return float(sum(2 * a * b for a, b in zip(widths[:-1], widths[1:])))
+
+
+def amortized_entry(row: dict, n_train: int, explainer_rows: int = 0) -> dict:
   """``row`` (an amortized row of the study, its ``evals`` per training input) with ``n_train``, ``train_evals``
-  (its whole training cost in model evaluations) and ``explain_evals`` (per explained input) added.
+  (its whole training cost in model evaluations), ``explain_evals`` (per explained input) and ``explainer_rows``
+  (inputs pushed through the explainer in training: steps x batch) added.
 
   Example:
     >>> amortized_entry(dict(kind="FastSHAP", target="shapley", evals=34.0), 100)["train_evals"]
@@ -44,7 +60,8 @@ def amortized_entry(row: dict, n_train: int) -> dict:
     explain = 2                                  # grand and null values for the efficient normalization
   else:
     explain = 1 if row["target"] == "shapley" else 0
-  return dict(row, n_train=int(n_train), explain_evals=explain, train_evals=float(n_train * (row["evals"] - explain)))
+  return dict(row, n_train=int(n_train), explain_evals=explain, train_evals=float(n_train * (row["evals"] - explain)),
+              explainer_rows=int(explainer_rows))
 
 
 def total_evals(entry: dict, n_explain: int) -> float:
@@ -52,10 +69,11 @@ def total_evals(entry: dict, n_explain: int) -> float:
   return entry["train_evals"] + n_explain * entry["explain_evals"]
 
 
-def at_scale(rows: Sequence[dict], sizes: Sequence[int]) -> list[dict]:
+def at_scale(rows: Sequence[dict], sizes: Sequence[int], flops: dict[str, float] | None = None) -> list[dict]:
   """One entry per (N in ``sizes``, amortized row with ``n_train`` <= N): totals, the per-example KernelSHAP total
   at the same error and the speedup with its bound ('>': KernelSHAP never reached that error, a lower bound; '<':
-  its smallest budget already does, an upper bound)."""
+  its smallest budget already does, an upper bound). With ``flops = {"model": per game evaluation,
+  "explainer": per input}`` also ``amortized_flops``, ``per_example_flops`` and ``flops_speedup``."""
   out = []
   for n in sizes:
     for r in rows:
@@ -63,9 +81,16 @@ def at_scale(rows: Sequence[dict], sizes: Sequence[int]) -> list[dict]:
         continue
       per_input, bound = costs.speedup(list(rows), dict(r, evals=1.0))       # KernelSHAP evals for r's error
       amortized = total_evals(r, n)
-      out.append(dict(n_explain=int(n), label=f"{r['kind']} {r['method']} {r.get('setting', '')}".strip(),
-                      n_train=r["n_train"], mae=r["mae"], amortized_evals=amortized,
-                      per_example_evals=n * per_input, speedup=n * per_input / amortized, bound=bound))
+      entry = dict(n_explain=int(n), label=f"{r['kind']} {r['method']} {r.get('setting', '')}".strip(),
+                   n_train=r["n_train"], mae=r["mae"], amortized_evals=amortized,
+                   per_example_evals=n * per_input, speedup=n * per_input / amortized, bound=bound)
+      if flops:
+        model, explainer = flops["model"], flops["explainer"]
+        cost = (r["train_evals"] * model + 3.0 * explainer * r.get("explainer_rows", 0)
+                + n * (r["explain_evals"] * model + explainer))
+        entry.update(amortized_flops=cost, per_example_flops=n * per_input * model,
+                     flops_speedup=n * per_input * model / cost)
+      out.append(entry)
   return out
 
 

@@ -191,8 +191,20 @@ def scale_rows(study: Study, optimizer: optax.GradientTransformation) -> list[di
     sub = dataclasses.replace(study, config=config, ds=ds, workdir=os.path.join(study.workdir, f"scale_{n}"),
                               labelers={})
     for r in amortized_rows(sub, optimizer) + fastshap_rows(sub)[-1:]:
-      rows.append(scale.amortized_entry(dict(r, setting=f"{r['setting']}, {n} training inputs"), n))
+      trained = config.fastshap if r["kind"] == "FastSHAP" else config.explainer
+      rows.append(scale.amortized_entry(dict(r, setting=f"{r['setting']}, {n} training inputs"), n,
+                                        explainer_rows=trained.num_steps * trained.batch_size))
   return rows
+
+
+def flops_per_row(study: Study) -> dict[str, float] | None:
+  """FLOPs of one game evaluation (the model on one row: baseline removal) and of the explainer on one input;
+  None for other removals (a marginal or surrogate game's cost per evaluation is not one model row)."""
+  c = study.config
+  if c.removal != "baseline":
+    return None
+  return dict(model=scale.mlp_flops((study.d, *c.model.hidden_sizes, study.k)),
+              explainer=scale.mlp_flops((study.d, *c.explainer.hidden_sizes, study.d * study.k)))
 
 
 def summarize(study: Study, rows: list[dict], scaled: list[dict] | None = None) -> dict[str, Any]:
@@ -207,8 +219,9 @@ def summarize(study: Study, rows: list[dict], scaled: list[dict] | None = None) 
              truth_how={t: v["how"] for t, v in study.truth.items()})
   if scaled:
     sizes = tuple(study.config.scale.explain_sizes)
-    entries = scale.at_scale(rows + scaled, sizes)
-    out["scale"] = dict(rows=scaled, entries=entries, sizes=sizes,
+    flops = flops_per_row(study)
+    entries = scale.at_scale(rows + scaled, sizes, flops)
+    out["scale"] = dict(rows=scaled, entries=entries, sizes=sizes, flops=flops,
                         best={n: scale.best_at(entries, n) for n in sizes})
     report.plot_scale(rows, scaled, sizes, os.path.join(study.workdir, "error_vs_total_evaluations.png"))
   return out
