@@ -303,7 +303,7 @@ def _kernel_shap(problem: Problem, key: jax.Array, *, num_samples: int | None = 
 
 
 @register("odd_kernel_shap", target="shapley", budget=lambda d, b: dict(num_samples=max(b - 2, 2) // 2 * 2),
-          evaluations=lambda d, s: min(int(s["num_samples"]), 2 ** d - 2) + 2)
+          evaluations=_kernel_shap_evals)
 def _odd_kernel_shap(problem: Problem, key: jax.Array, *, num_samples: int, batch_size: int = 512,
                      enumerate_sizes: int | None = None, ridge: float | None = None,
                      threshold: float = 0.01) -> Estimate:

@@ -604,6 +604,9 @@ def odd_kernel_shap(game: Game, num_players: int, key: jax.Array, *, num_samples
     raise ValueError(f"num_samples={num_samples} is too few for odd_kernel_shap with num_players={d}: it needs "
                      f"num_samples >= {n_enum + 2 * pairs_needed} ({n_enum} enumerated coalitions and at least "
                      f"{pairs_needed} sampled pairs), or >= {2 ** d - 2} for the exact result.")
+  if n_enum == 2 ** d - 2:                     # every coalition enumerated: KernelSHAP's exact solve
+    return kernel_shap(game, d, key, num_samples=num_samples, batch_size=batch_size, enumerate_sizes=plan_k,
+                       threshold=threshold)
   opts = dict(num_players=d, num_samples=int(num_samples), batch_size=batch_size, enumerate_k=plan_k,
               ridge=None if ridge is None else float(ridge), threshold=float(threshold))
   est, game_ok = _loop.dispatch(_odd_kernel_shap, game, key, **opts)
@@ -612,19 +615,11 @@ def odd_kernel_shap(game: Game, num_players: int, key: jax.Array, *, num_samples
 
 
 def _odd_kernel_shap(game, key, *, num_players, num_samples, batch_size, enumerate_k, ridge, threshold):
-  """Traced body of :func:`odd_kernel_shap`: returns (estimate, game_ok)."""
+  """Traced body of :func:`odd_kernel_shap` (some sizes sampled): returns (estimate, game_ok)."""
   d = num_players
   enum = _enumerate_sizes(d, enumerate_k)
   grand, null, scalar = _loop.grand_and_null(game, d)
   squeeze = (lambda x: x[:, 0]) if scalar else (lambda x: x)
-  if 1.0 - enum.mass < 1e-9:                                 # every coalition enumerated: KernelSHAP is exact
-    y = _loop.evaluate_chunked(game, jnp.asarray(enum.masks), batch_size) - null
-    c = jnp.asarray(enum.masks.T * enum.weights, jnp.float32) @ y
-    a = jnp.asarray(enum.masks.T @ (enum.masks * enum.weights[:, None]), jnp.float32)
-    values = normalize_efficient(_solve_constrained(a, c, grand - null), grand, null)
-    est = Estimate(squeeze(values), squeeze(jnp.zeros_like(values)), jnp.asarray(len(enum.masks) + 2, jnp.int32),
-                   jnp.asarray(True))
-    return est, jnp.all(jnp.isfinite(y)) & jnp.all(jnp.isfinite(grand - null))
   # One row per complementary pair: the enumerated sizes are closed under complement, and exactly one of z, 1 - z
   # contains player 0. A pair's weight is the kernel mass of both coalitions.
   keep = enum.masks[:, 0] if len(enum.masks) else np.zeros((0,), bool)
@@ -641,8 +636,7 @@ def _odd_kernel_shap(game, key, *, num_players, num_samples, batch_size, enumera
   w = jnp.concatenate([jnp.asarray(w_enum, jnp.float32), jnp.full((n_pairs,), (1.0 - enum.mass) / n_pairs,
                                                                    jnp.float32), jnp.ones((1,), jnp.float32)])
   fit = _OddFit(x, y, w, d)
-  sampled = jnp.arange(rows + 1) >= len(z_enum)
-  sampled = sampled & (jnp.arange(rows + 1) < rows)
+  sampled = (np.arange(rows + 1) >= len(z_enum)) & (np.arange(rows + 1) < rows)       # not enumerated, not grand
   if ridge is None:
     scores = jax.lax.map(lambda lam: fit.loo_score(lam, rows), jnp.asarray(RIDGE_GRID, jnp.float32))
     lam = jnp.asarray(RIDGE_GRID, jnp.float32)[jnp.argmin(jnp.where(jnp.isfinite(scores), scores, jnp.inf))]
@@ -682,10 +676,8 @@ class _OddFit:
   """
 
   def __init__(self, x, y, w, d):
-    self.x, self.y, self.d = x, y, d
-    n = x.shape[0]
-    self.dvec = 1.0 / (w * n)
-    self.sq = jax.lax.rsqrt(self.dvec)
+    self.x, self.y, self.w, self.d = x, y, w, d
+    self.sq = jnp.sqrt(w * x.shape[0])                                # D^-1/2
     s = x @ x.T
     kernel = (s ** 3 - (3 * d - 2) * s) / (6.0 * comb(d, 3))           # e_3 of the +-1 vector x * x'
     self.eig, self.q = _host_eigh(kernel * self.sq[:, None] * self.sq[None, :])
@@ -712,7 +704,7 @@ class _OddFit:
     """Weighted leave-one-out squared error over the pair rows (not the pinned grand row), outputs normalised."""
     _, _, _, _, alpha, p_diag = self._gls(lam)
     loo = alpha[:rows] / p_diag[:rows, None]
-    w = 1.0 / (self.dvec[:rows] * self.dvec.shape[0])
+    w = self.w[:rows]
     scale = jnp.sum(w[:, None] * self.y[:rows] ** 2, 0) + 1e-30
     return jnp.sum(jnp.sum(w[:, None] * loo ** 2, 0) / scale)
 

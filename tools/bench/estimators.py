@@ -105,8 +105,6 @@ XATTR: dict[str, Callable] = {
     "xattr permutation": lambda game, d, k, n: __import__("xattr").shapley.permutation(
         game, d, k, num_permutations=max(2, 2 * (n // (2 * d)))),
 }
-SEQUENTIAL = {"xattr odd_kernel_shap"}
-"""Run over seeds with lax.map, not vmap: their LAPACK eigendecomposition must not be batched on XLA:CPU."""
 
 
 def _xattr_runner(method: str, d: int, n: int):
@@ -114,8 +112,7 @@ def _xattr_runner(method: str, d: int, n: int):
 
   @jax.jit
   def run(table, keys):
-    one = lambda k: fn(_lookup(table, d), d, k, n)
-    return jax.lax.map(one, keys) if method in SEQUENTIAL else jax.vmap(one)(keys)
+    return jax.vmap(lambda k: fn(_lookup(table, d), d, k, n))(keys)
 
   return run
 

@@ -371,10 +371,10 @@ class LogisticRegression:
     inside a ``while``, which hangs XLA:CPU (see :mod:`xattr.linalg`); the driver's ``solver_check`` compares
     samples with long solves instead.
     """
-    batch = fits.params.shape[0]
-    k = min(batch, max(1, int(np.ceil(batch * self.refine_fraction))))
     if not self.refine_steps:
       return fits
+    batch = fits.params.shape[0]
+    k = min(batch, max(1, int(np.ceil(batch * self.refine_fraction))))
     _, worst = jax.lax.top_k(jax.vmap(self._decrement)(fits), k)
     better = jax.vmap(self._refine)(jax.tree.map(lambda a: a[worst], fits))
     return jax.tree.map(lambda a, b: a.at[worst].set(b), fits, better)
