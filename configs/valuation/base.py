@@ -43,8 +43,9 @@ def base_config(dataset: str) -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.model.kind = "logistic"            # 'logistic' (Newton, sklearn's objective) | 'mlp' (Adam in lax.scan)
   config.model.l2 = 1.0                     # = 1 / sklearn's C; the intercept is unpenalised
-  config.model.newton_steps = 4             # logistic: damped Newton steps per fit (from the full-pool optimum)
-  config.model.chord_steps = 2              # logistic: extra steps reusing the last Hessian factor
+  config.model.path_steps = 5               # logistic: damped steps with the size path's Hessian (no factorisation)
+  config.model.newton_steps = 2             # logistic: then damped Newton steps per fit
+  config.model.chord_steps = 1              # logistic: extra steps reusing the last Hessian factor
   config.model.add_newton_steps = 1         # logistic: steps from the fit of D to the fit of D u {z}
   config.model.add_chord_steps = 1
   config.model.refine_steps = 4             # logistic: more Newton steps for the slowest solves (see utility.py)

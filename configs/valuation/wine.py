@@ -19,8 +19,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   base.check_arg(arg)
   config = base.base_config("wine")
   # 3 classes and flipped labels: some subsets start far from the warm start (8 + 5 steps left errors of 1e-2,
-  # 12 + 8 reach round-off; measured against 80 steps).
-  config.model.newton_steps = 12
+  # 12 + 8 reach round-off; measured against 80 steps). 8 size-path steps then 6 Newton steps agree with 40 + 40
+  # Newton steps as well as 12 (2.0e-7 on 512 samples) at 1.25x the speed (1885 vs 1505 contributions/s).
+  config.model.path_steps = 8
+  config.model.newton_steps = 6
   config.model.chord_steps = 0
   config.model.add_newton_steps = 8
   config.model.add_chord_steps = 0

@@ -48,6 +48,7 @@ flags.DEFINE_bool("shap", True, "Also run shap.KernelExplainer (needs the `bench
 flags.DEFINE_list("sweep", ["256", "512", "1024", "2048", "4096", "8192", "16384"],
                   "Coalition budgets of the equal-error sweep (empty: no sweep).")
 flags.DEFINE_list("stochastic_rows", ["1", "16"], "Background rows per coalition of the stochastic games swept.")
+flags.DEFINE_bool("odd", True, "Also sweep shapley.odd_kernel_shap (third-order interactions) on the exact game.")
 flags.DEFINE_bool("fold_vmap", True, "Fold the vmapped input axis into the model's rows (fast batched MLP on CPU).")
 
 
@@ -70,13 +71,12 @@ def train(data: embedded.Dataset, hidden: tuple[int, ...], steps: int) -> MLP:
 
 
 def explain_all(f, x: jax.Array, background: jax.Array, num_samples: int, batch_size: int, key: jax.Array,
-                game=games.marginal):
-  """jit(vmap) KernelSHAP over inputs, one key per input (fold_in of the input index)."""
+                game=games.marginal, estimator=shapley.kernel_shap):
+  """jit(vmap) of ``estimator`` (KernelSHAP by default) over inputs, one key per input (fold_in of its index)."""
   d = x.shape[1]
 
   def one(xi, ki):
-    return shapley.kernel_shap(game(f, xi, background), d, ki, num_samples=num_samples,
-                               batch_size=batch_size).values
+    return estimator(game(f, xi, background), d, ki, num_samples=num_samples, batch_size=batch_size).values
 
   keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(x.shape[0]))
   return jax.jit(jax.vmap(one)), keys
@@ -99,12 +99,15 @@ def sweep(f, x: jax.Array, background: jax.Array, reference: np.ndarray, budgets
           batch_size: int) -> list[tuple[str, int, float, float]]:
   """(game, budget, seconds, mae) per point: each compiled once, then timed once (its second call)."""
   points = []
-  variants = [("marginal", games.marginal)] + [
-      (f"stochastic_marginal(rows={r})", partial(games.stochastic_marginal, rows=int(r))) for r in FLAGS.stochastic_rows]
-  for name, game in variants:
+  variants = [("marginal", games.marginal, shapley.kernel_shap)] + [
+      (f"stochastic_marginal(rows={r})", partial(games.stochastic_marginal, rows=int(r)), shapley.kernel_shap)
+      for r in FLAGS.stochastic_rows]
+  if FLAGS.odd:
+    variants.append(("odd_kernel_shap, marginal", games.marginal, shapley.odd_kernel_shap))
+  for name, game, estimator in variants:
     for budget in budgets:
       print(f"  sweep {name:>30} samples={budget:>6}: compiling", flush=True)
-      run, keys = explain_all(f, x, background, budget, min(batch_size, budget), jax.random.key(1), game)
+      run, keys = explain_all(f, x, background, budget, min(batch_size, budget), jax.random.key(1), game, estimator)
       timed(run, x, keys)
       values, seconds = timed(run, x, keys)
       mae = errors(values, reference)[0]

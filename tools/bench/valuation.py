@@ -33,12 +33,12 @@ from xattr.valuation import samplers, utility
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "breast_cancer", "Embedded classification dataset.")
 flags.DEFINE_integer("samples", 8192, "(z, D) pairs for xattr.")
-flags.DEFINE_integer("sklearn_samples", 200, "The first pairs, also run through scikit-learn (per solver).")
+flags.DEFINE_integer("sklearn_samples", 240, "The first pairs, also run through scikit-learn (per solver).")
 flags.DEFINE_integer("k_min", 100, "Smallest |D|.")
 flags.DEFINE_integer("k_max", 400, "|D| < k_max.")
 flags.DEFINE_float("l2", 1.0, "L2 penalty on the weights (scikit-learn's C = 1 / l2).")
 flags.DEFINE_integer("chunk", 1024, "Pairs per jitted xattr call.")
-flags.DEFINE_integer("repeats", 3, "Timed xattr repeats (median).")
+flags.DEFINE_integer("repeats", 4, "Timed rounds, each xattr on every pair then scikit-learn on its share.")
 
 
 def make_pairs(labels: np.ndarray, num: int, k_min: int, k_max: int, key: jax.Array):
@@ -103,34 +103,46 @@ def main(argv):
 
   start = time.perf_counter()
   ours = xattr_contributions(u, points, sizes, key, FLAGS.chunk)
-  first = time.perf_counter() - start
-  times = []
-  for _ in range(FLAGS.repeats):
-    start = time.perf_counter()
-    xattr_contributions(u, points, sizes, key, FLAGS.chunk)
-    times.append(time.perf_counter() - start)
-  xattr_rate = FLAGS.samples / float(np.median(times))
-  print(f"xattr: {xattr_rate:.0f} contributions/s (median of {FLAGS.repeats}; first call incl. compilation "
-        f"{first:.1f} s)")
-  print(timing.roofline("xattr valuation (XLA cost analysis counts each Newton loop body once: a lower bound)", 2 * FLAGS.samples * utility_flops(u), 1.0 / xattr_rate * FLAGS.samples,
-                        timing.gemm_flops_per_s()))
-
+  print(f"xattr: first call incl. compilation {time.perf_counter() - start:.1f} s")
   m = min(FLAGS.sklearn_samples, FLAGS.samples)
   masks = subset_masks(ds.y_train, points[:m], sizes[:m], key)
   assert np.array_equal(masks.sum(1), sizes[:m]) and not masks[np.arange(m), points[:m]].any()
-  rates = {}
-  for name, solver in (("lbfgs (defaults)", {}),
-                       ("newton-cholesky (tol 1e-8)", dict(solver="newton-cholesky", tol=1e-8, max_iter=100))):
+  solvers = {"lbfgs (defaults)": {},
+             "newton-cholesky (tol 1e-8)": dict(solver="newton-cholesky", tol=1e-8, max_iter=100)}
+  # Rounds alternate the tools (xattr on every pair, then each scikit-learn solver on its share of the checked
+  # pairs), and the ratios are taken per round: a shared machine's speed drifts over seconds, and a ratio of two
+  # rates measured minutes apart would carry that drift.
+  rounds = max(1, FLAGS.repeats)
+  xattr_rates, rates, deltas = [], {name: [] for name in solvers}, {name: [None] * m for name in solvers}
+  for r in range(rounds):
     start = time.perf_counter()
-    deltas, bases = sklearn_contributions(ds, points[:m], masks[:m], FLAGS.l2, **solver)
-    rates[name] = m / (time.perf_counter() - start)
-    d_ours, b_ours = ours["neg_ce"][:m], ours["base_neg_ce"][:m]
-    print(f"sklearn {name}: {rates[name]:.1f} contributions/s on the first {m} pairs; agreement with xattr: "
-          f"max |U diff| {np.abs(b_ours - bases).max():.2e}, max |Delta diff| {np.abs(d_ours - deltas).max():.2e} "
-          f"(mean |Delta| {np.abs(deltas).mean():.2e}), Delta correlation {np.corrcoef(d_ours, deltas)[0, 1]:.6f}")
-  lbfgs, newton = rates["lbfgs (defaults)"], rates["newton-cholesky (tol 1e-8)"]
-  print(f"speedup_vs_sklearn={xattr_rate / lbfgs:.1f}x")
-  print(f"speedup_vs_sklearn_newton_cholesky={xattr_rate / newton:.1f}x")
+    xattr_contributions(u, points, sizes, key, FLAGS.chunk)
+    xattr_rates.append(FLAGS.samples / (time.perf_counter() - start))
+    share = np.arange(r, m, rounds)
+    for name, solver in solvers.items():
+      start = time.perf_counter()
+      d, b = sklearn_contributions(ds, points[share], masks[share], FLAGS.l2, **solver)
+      rates[name].append(len(share) / (time.perf_counter() - start))
+      for i, di, bi in zip(share, d, b):
+        deltas[name][i] = (di, bi)
+  xattr_rate = float(np.median(xattr_rates))
+  print(f"xattr: {xattr_rate:.0f} contributions/s (median of {rounds} rounds: "
+        f"{', '.join(f'{x:.0f}' for x in xattr_rates)})")
+  print(timing.roofline("xattr valuation (XLA cost analysis counts each Newton loop body once: a lower bound)",
+                        2 * FLAGS.samples * utility_flops(u), FLAGS.samples / xattr_rate, timing.gemm_flops_per_s()))
+  d_ours, b_ours = ours["neg_ce"][:m], ours["base_neg_ce"][:m]
+  ratios = {}
+  for name in solvers:
+    d, b = (np.array(v) for v in zip(*deltas[name]))
+    ratios[name] = float(np.median(np.array(xattr_rates) / np.array(rates[name])))
+    print(f"sklearn {name}: {np.median(rates[name]):.1f} contributions/s on the first {m} pairs; agreement with "
+          f"xattr: max |U diff| {np.abs(b_ours - b).max():.2e}, max |Delta diff| {np.abs(d_ours - d).max():.2e} "
+          f"(mean |Delta| {np.abs(d).mean():.2e}), Delta correlation {np.corrcoef(d_ours, d)[0, 1]:.6f}")
+  per_round = lambda name: ", ".join(f"{x / y:.0f}" for x, y in zip(xattr_rates, rates[name]))
+  print(f"speedup_vs_sklearn={ratios['lbfgs (defaults)']:.1f}x (median of per-round ratios: "
+        f"{per_round('lbfgs (defaults)')})")
+  print(f"speedup_vs_sklearn_newton_cholesky={ratios['newton-cholesky (tol 1e-8)']:.1f}x (per round: "
+        f"{per_round('newton-cholesky (tol 1e-8)')})")
 
 
 if __name__ == "__main__":

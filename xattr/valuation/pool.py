@@ -207,10 +207,10 @@ def load_pool(config: Any) -> Pool:
 
 
 def _logistic(model: Any, pool: Pool, seed: int) -> utility.LogisticRegression:
-  del seed   # Newton steps from the full-pool optimum: deterministic
+  del seed   # Newton steps from the size path: deterministic
   return utility.LogisticRegression.create(
       pool.x, pool.y, pool.x_val, pool.y_val, num_classes=pool.num_classes, l2=model.l2,
-      newton_steps=model.newton_steps, chord_steps=model.chord_steps, add_newton_steps=model.add_newton_steps,
+      path_steps=model.get("path_steps", 5), newton_steps=model.newton_steps, chord_steps=model.chord_steps, add_newton_steps=model.add_newton_steps,
       add_chord_steps=model.add_chord_steps, refine_steps=model.get("refine_steps", 4))
 
 

@@ -108,7 +108,7 @@ def _symmetric_from_upper(tri: jax.Array, dim: int) -> jax.Array:
 
 
 def _cho_solve(chol: jax.Array, b: jax.Array) -> jax.Array:
-  """x with (L L^T) x = b for one lower Cholesky factor L [m, m] and b [m]."""
+  """x with (L L^T) x = b for one lower Cholesky factor L [m, m] and b [m] or [m, r]."""
   return jax.scipy.linalg.cho_solve((chol, True), b)
 
 
@@ -130,14 +130,17 @@ def _classification_scores(logits: jax.Array, y: jax.Array) -> dict[str, jax.Arr
 class LogisticFit(NamedTuple):
   """A fitted logistic regression. params: float[d + 1, c] (last row = intercept; c = 1 for binary, else C);
   chol: lower Cholesky factor of the (damped) Hessian at the last Newton step, reused by :meth:`add`;
-  weights: the subset it was fitted on."""
+  weights: the subset it was fitted on; decrement: the Newton decrement g^T H^-1 g (about twice the objective
+  left to gain) before the solver's last step, which ranks the fits that need more steps."""
 
   params: jax.Array
   chol: jax.Array
   weights: jax.Array
+  decrement: jax.Array
 
 
-@functools.partial(_register, data=("x", "y", "x_val", "y_val", "outer", "init"))
+@functools.partial(_register, data=("x", "y", "x_val", "y_val", "outer", "init", "path_sizes", "path_params",
+                                    "path_hinv"))
 @dataclasses.dataclass(frozen=True)
 class LogisticRegression:
   """L2-regularised logistic regression on subsets of a training pool; utility = validation neg. CE / accuracy.
@@ -149,9 +152,16 @@ class LogisticRegression:
     x, y: the training pool, float32[n, d] and int32[n].
     x_val, y_val: the validation set the utility scores on.
     outer: float32[n, T] per-row upper-triangular outer products of [x, 1].
-    init: float32[d + 1, c] warm start (the optimum on the whole pool).
+    init: float32[d + 1, c] the optimum on the whole pool.
+    path_sizes: float32[G] subset sizes k, ascending (geometric up to n), of the size path.
+    path_params: float32[G, d + 1, c] the size path: the optimum with every row weighted k / n, i.e. the
+      expected objective of a subset of size k. A fit of D starts at the path point of |D| (interpolated in
+      log k): the size's regularisation shift is the largest part of the way from the full-pool optimum.
+    path_hinv: float32[G, m, m] inverse Hessians (m = c (d + 1)) at the path points: a subset's Hessian is close
+      to its size's, so ``path_steps`` damped steps with it need no factorisation of the subset's own.
     num_classes: C >= 2.
     l2, l2_intercept: penalties.
+    path_steps: damped steps with the size path's inverse Hessian at the start of each fit of D.
     newton_steps: Newton steps with a fresh Hessian; chord_steps: further steps reusing its factor.
     add_newton_steps, add_chord_steps: the same for :meth:`add`, from the fit of D to the fit of D u {z}.
     refine_steps: further Newton steps (and one chord step) for the fits that need them: always in
@@ -165,11 +175,15 @@ class LogisticRegression:
   y_val: jax.Array
   outer: jax.Array
   init: jax.Array
+  path_sizes: jax.Array
+  path_params: jax.Array
+  path_hinv: jax.Array
   num_classes: int = 2
   l2: float = 1.0
   l2_intercept: float = 0.0
-  newton_steps: int = 4
-  chord_steps: int = 2
+  path_steps: int = 5
+  newton_steps: int = 2
+  chord_steps: int = 1
   add_newton_steps: int = 1
   add_chord_steps: int = 1
   refine_steps: int = 4
@@ -179,9 +193,10 @@ class LogisticRegression:
 
   @classmethod
   def create(cls, x_train, y_train, x_val, y_val, *, num_classes: int, l2: float = 1.0, l2_intercept: float = 0.0,
-             newton_steps: int = 4, chord_steps: int = 2, add_newton_steps: int = 1, add_chord_steps: int = 1,
-             refine_steps: int = 4, refine_fraction: float = 1 / 16, init_steps: int = 30) -> LogisticRegression:
-    """Validates the data, precomputes outer products and fits the full-pool optimum used as warm start.
+             path_steps: int = 5, newton_steps: int = 2, chord_steps: int = 1, add_newton_steps: int = 1,
+             add_chord_steps: int = 1, refine_steps: int = 4, refine_fraction: float = 1 / 16, init_steps: int = 30,
+             path_points: int = 16) -> LogisticRegression:
+    """Validates the data, precomputes outer products and fits the size path used as warm start.
 
     Args:
       x_train, y_train: the pool (float[n, d], int class indices in [0, num_classes)).
@@ -189,18 +204,21 @@ class LogisticRegression:
       num_classes: C >= 2 (binary problems use one sigmoid output).
       l2: penalty on the weights (= 1 / scikit-learn's C); must be > 0.
       l2_intercept: penalty on the intercept (0 = unpenalised, as scikit-learn's lbfgs/newton solvers).
+      path_steps: damped steps with the size path's inverse Hessian that start each fit of D (no factorisation).
       newton_steps, chord_steps: damped Newton steps (fresh Hessian each) and chord steps (last Hessian factor
-        reused) of :meth:`fit`.
+        reused) of :meth:`fit`, after the path steps.
       add_newton_steps, add_chord_steps: the same for :meth:`add` (warm start from the fit of D, after a first
         Newton step that reuses D's factor).
       refine_steps, refine_fraction: extra damped Newton steps for the fits that need them (see the class
         docstring): in the batched path, the ``refine_fraction`` of the batch with the largest Newton decrement
-        g^T H^-1 g. Most subsets converge within the first steps; a few (far from the warm start, or an
-        influential added point) need ~4 more. With the defaults every one of 4096 breast-cancer pairs (|D| in
-        [100, 400) of 455 rows) agrees with a float64 Newton solve to 6e-7 in Delta (99.9% to 9e-8); more classes
-        need more steps: wine (3 classes, noisy) 12 + 8, digits (10 classes, noisy) 18 + 10 — check against a
-        long solve when changing data (the driver's ``solver_check`` does).
-      init_steps: Newton steps for the full-pool warm start (from zero).
+        g^T H^-1 g. Most subsets converge within the first steps; a few (an influential added point) need ~4
+        more. With the defaults every one of 8192 breast-cancer pairs (|D| in [100, 400) of 455 rows) agrees with
+        scikit-learn's newton-cholesky solver at tol 1e-8 to 1e-7 in Delta; more classes need more steps: wine
+        (3 classes, noisy) 12 + 8, digits (10 classes, noisy) 10 + 4 — check against a long solve when changing
+        data (the driver's ``solver_check`` does).
+      init_steps: Newton steps for the full-pool optimum (from zero); each further path point starts from the
+        previous one and takes a third as many.
+      path_points: G, the sizes of the path (geometric from max(2, n / 100) to n).
 
     Returns:
       A :class:`LogisticRegression` (a pytree: pass it as an argument to jitted functions).
@@ -208,22 +226,42 @@ class LogisticRegression:
     x, y, xv, yv = _check_pool(x_train, y_train, x_val, y_val, "classification", num_classes)
     if not l2 > 0 or l2_intercept < 0:
       raise ValueError(f"l2 must be > 0 and l2_intercept >= 0, got l2={l2}, l2_intercept={l2_intercept}.")
-    for name, v in (("newton_steps", newton_steps), ("init_steps", init_steps)):
+    for name, v in (("newton_steps", newton_steps), ("init_steps", init_steps), ("path_points", path_points)):
       _checks.positive_int(name, v)
-    for name, v in (("chord_steps", chord_steps), ("add_newton_steps", add_newton_steps),
+    for name, v in (("path_steps", path_steps), ("chord_steps", chord_steps), ("add_newton_steps", add_newton_steps),
                     ("add_chord_steps", add_chord_steps), ("refine_steps", refine_steps)):
       _checks.positive_int(name, v, minimum=0)
     if not 0 < refine_fraction <= 1:
       raise ValueError(f"refine_fraction must be in (0, 1], got {refine_fraction}.")
-    c = 1 if num_classes == 2 else num_classes
-    outer = _upper_outer(np.concatenate([x, np.ones((len(x), 1), np.float32)], 1))
-    u = cls(jnp.asarray(x), jnp.asarray(y), jnp.asarray(xv), jnp.asarray(yv), jnp.asarray(outer),
-            jnp.zeros((x.shape[1] + 1, c), jnp.float32), int(num_classes), float(l2), float(l2_intercept),
-            int(newton_steps), int(chord_steps), int(add_newton_steps), int(add_chord_steps), int(refine_steps),
-            float(refine_fraction))
-    start = dataclasses.replace(u, newton_steps=int(init_steps), chord_steps=0, refine_steps=0)
-    init = jax.jit(lambda v: v.fit(jnp.ones(len(x), jnp.float32)).params)(start)
-    return dataclasses.replace(u, init=init)
+    n, c = len(x), 1 if num_classes == 2 else num_classes
+    m = c * (x.shape[1] + 1)
+    sizes = np.unique(np.geomspace(min(n, max(2.0, n / 100)), n, path_points).astype(np.float32))
+    outer = _upper_outer(np.concatenate([x, np.ones((n, 1), np.float32)], 1))
+    zeros = jnp.zeros((x.shape[1] + 1, c), jnp.float32)
+    u = cls(jnp.asarray(x), jnp.asarray(y), jnp.asarray(xv), jnp.asarray(yv), jnp.asarray(outer), zeros,
+            jnp.asarray(sizes), jnp.broadcast_to(zeros, (len(sizes), *zeros.shape)),
+            jnp.broadcast_to(jnp.eye(m, dtype=jnp.float32), (len(sizes), m, m)), int(num_classes), float(l2),
+            float(l2_intercept), int(path_steps), int(newton_steps), int(chord_steps), int(add_newton_steps),
+            int(add_chord_steps), int(refine_steps), float(refine_fraction))
+    init, params, hessians = jax.jit(lambda v: v._size_path(int(init_steps)))(u)
+    hinv = np.linalg.inv(np.asarray(hessians, np.float64)).astype(np.float32)
+    return dataclasses.replace(u, init=init, path_params=params, path_hinv=jnp.asarray(hinv))
+
+  def _size_path(self, init_steps: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(full-pool optimum, optima [G, d + 1, c] and Hessians [G, m, m] at the path sizes), from large to small
+    sizes, each warm-started from the previous one."""
+    n = self.num_points
+
+    def solve(params, k, steps):
+      weights = jnp.full(n, k / n, jnp.float32)
+      params = self._solve(weights, params, steps, 0).params
+      theta = self._to_theta(params)
+      return params, self._hessian(self._logits_of(theta), weights)
+
+    full, _ = solve(self.init, jnp.float32(n), init_steps)
+    step = lambda params, k: (lambda out: (out[0], out))(solve(params, k, max(1, init_steps // 3)))
+    _, (params, hessians) = jax.lax.scan(step, full, self.path_sizes[::-1])
+    return full, params[::-1], hessians[::-1]
 
   # -- pieces of the objective ----------------------------------------------------------------------------------
 
@@ -242,9 +280,13 @@ class LogisticRegression:
   def _to_params(self, theta: jax.Array) -> jax.Array:
     return theta.reshape(-1, self.x.shape[1] + 1).T
 
+  # The (batched) parameters and residuals go on the left of the pool's matrix: under vmap the batch axis then
+  # leads the matmul's output, and XLA:CPU does not transpose a [n, B] result into [B, n] on every step.
+
   def _logits_of(self, theta: jax.Array) -> jax.Array:
-    z = _augment(self.x) @ self._to_params(theta)
-    return z[:, 0] if self.num_classes == 2 else z
+    if self.num_classes == 2:
+      return theta @ _augment(self.x).T
+    return (self._to_params(theta).T @ _augment(self.x).T).T
 
   def _residuals(self, logits: jax.Array, weights: jax.Array) -> jax.Array:
     """Per-row gradient of the weighted loss with respect to the logits: [n] (binary) or [n, C]."""
@@ -254,7 +296,7 @@ class LogisticRegression:
 
   def _gradient(self, theta, logits, weights) -> jax.Array:
     r = self._residuals(logits, weights)
-    data = _augment(self.x).T @ r if self.num_classes == 2 else (_augment(self.x).T @ r).T.reshape(-1)
+    data = r @ _augment(self.x) if self.num_classes == 2 else (r.T @ _augment(self.x)).reshape(-1)
     return data + self._theta_penalty * theta
 
   @property
@@ -310,32 +352,60 @@ class LogisticRegression:
   # -- public ---------------------------------------------------------------------------------------------------
 
   def _solve(self, weights: jax.Array, params: jax.Array, newton_steps: int, chord_steps: int,
-             first_direction: Callable[[jax.Array], jax.Array] | None = None, chol: jax.Array | None = None):
+             first_direction: Callable[[jax.Array], jax.Array] | None = None, chol: jax.Array | None = None,
+             first_steps: int = 1):
     """``newton_steps`` damped Newton steps (fresh Hessian factor each) then ``chord_steps`` reusing the last
-    factor; ``first_direction`` (if given) makes the first step from a known inverse Hessian instead."""
+    factor; ``first_direction`` (if given: gradient -> step, e.g. a known inverse Hessian's) makes the first
+    ``first_steps`` damped steps instead."""
     theta = self._to_theta(params)
     logits = self._logits_of(theta)
     carry = (theta, logits, self._gradient(theta, logits, weights))
     if first_direction is not None:
-      carry = self._step(*carry, first_direction(carry[2]), weights, True)
+      for _ in range(first_steps):          # unrolled: a few steps, and no LAPACK call inside a loop
+        carry = self._step(*carry, first_direction(carry[2]), weights, True)
 
-    def newton(carry, _):
+    def newton(state, _):
+      carry, _ = state
       chol = self._factor(carry[1], weights)
-      return self._step(*carry, _cho_solve(chol, carry[2]), weights, True), chol
+      direction = _cho_solve(chol, carry[2])
+      return (self._step(*carry, direction, weights, True), jnp.dot(carry[2], direction)), chol
 
+    def chord(state, _):
+      carry, _ = state
+      direction = _cho_solve(chol, carry[2])
+      return (self._step(*carry, direction, weights, False), jnp.dot(carry[2], direction)), None
+
+    state = (carry, jnp.float32(jnp.inf))
     if newton_steps:
-      carry, chols = jax.lax.scan(newton, carry, None, length=newton_steps)
+      state, chols = jax.lax.scan(newton, state, None, length=newton_steps)
       chol = chols[-1]
-    chord = lambda carry, _: (self._step(*carry, _cho_solve(chol, carry[2]), weights, False), None)
-    carry, _ = jax.lax.scan(chord, carry, None, length=chord_steps)
-    return LogisticFit(self._to_params(carry[0]), chol, weights)
+    (carry, decrement), _ = jax.lax.scan(chord, state, None, length=chord_steps)
+    return LogisticFit(self._to_params(carry[0]), chol, weights, decrement)
+
+  def _path_mix(self, size: jax.Array) -> jax.Array:
+    """float[G]: the weights of the size path's points at subset size ``size`` (linear in log k between the two
+    neighbours, clamped at the ends); one-hot products instead of a scatter, which XLA:CPU runs slowly."""
+    g = self.path_sizes.shape[0]
+    if g == 1:
+      return jnp.ones(1, jnp.float32)
+    logk, at = jnp.log(self.path_sizes), jnp.log(jnp.maximum(size, 1.0))
+    j = jnp.clip(jnp.searchsorted(logk, at), 1, g - 1)
+    a = jnp.clip((at - logk[j - 1]) / (logk[j] - logk[j - 1]), 0.0, 1.0)
+    return (1 - a) * jax.nn.one_hot(j - 1, g) + a * jax.nn.one_hot(j, g)
 
   def _fit(self, weights: jax.Array, init: jax.Array | None = None) -> LogisticFit:
     weights = weights.astype(jnp.float32)
-    return self._solve(weights, self.init if init is None else init, self.newton_steps, self.chord_steps)
+    mix = self._path_mix(weights.sum())
+    start = jnp.tensordot(mix, self.path_params, 1) if init is None else init
+    g, m = self.path_hinv.shape[:2]
+    # Every path point's inverse Hessian times the gradient is one matmul under vmap; then the mix.
+    path_direction = lambda grad: mix @ (self.path_hinv.reshape(g * m, m) @ grad).reshape(g, m)
+    return self._solve(weights, start, self.newton_steps, self.chord_steps, path_direction,
+                       first_steps=self.path_steps)
 
   def _add(self, fitted: LogisticFit, index: jax.Array) -> LogisticFit:
-    weights = fitted.weights.at[index].set(1.0)
+    # A max with a one-hot, not a scatter: XLA:CPU runs scatters slowly under vmap.
+    weights = jnp.maximum(fitted.weights, jax.nn.one_hot(index, self.num_points, dtype=fitted.weights.dtype))
     first = None
     if self.num_classes == 2:
       # D's last factor plus the new point's rank-one curvature (Sherman-Morrison) is the Hessian of D u {index}
@@ -343,11 +413,12 @@ class LogisticRegression:
       xz = _augment(self.x)[index]
       p = jax.nn.sigmoid(xz @ fitted.params[:, 0])
       curvature = p * (1 - p)
-      h_inv_x = _cho_solve(fitted.chol, xz)
-      shrink = curvature / (1.0 + curvature * (xz @ h_inv_x))
 
       def first(g):
-        h_inv_g = _cho_solve(fitted.chol, g)
+        # One solve with both right-hand sides: two independent LAPACK calls in one program can deadlock
+        # XLA:CPU's thread pool (see xattr.linalg).
+        h_inv_x, h_inv_g = _cho_solve(fitted.chol, jnp.stack([xz, g], 1)).T
+        shrink = curvature / (1.0 + curvature * (xz @ h_inv_x))
         return h_inv_g - h_inv_x * (shrink * (xz @ h_inv_g))
 
     return self._solve(weights, fitted.params, self.add_newton_steps, self.add_chord_steps, first, fitted.chol)
@@ -355,12 +426,6 @@ class LogisticRegression:
   def _refine(self, fitted: LogisticFit) -> LogisticFit:
     return self._solve(fitted.weights, fitted.params, self.refine_steps, 1 if self.refine_steps else 0,
                        chol=fitted.chol)
-
-  def _decrement(self, fitted: LogisticFit) -> jax.Array:
-    """Newton decrement g^T H^-1 g at the fit (H from its last factor): ~2 x the objective left to gain."""
-    theta = self._to_theta(fitted.params)
-    g = self._gradient(theta, self._logits_of(theta), fitted.weights)
-    return jnp.dot(g, _cho_solve(fitted.chol, g))
 
   def _refine_stragglers(self, fits: LogisticFit) -> LogisticFit:
     """Refines the ``refine_fraction`` of a batch of fits (leading axis) with the largest Newton decrement.
@@ -375,14 +440,15 @@ class LogisticRegression:
       return fits
     batch = fits.params.shape[0]
     k = min(batch, max(1, int(np.ceil(batch * self.refine_fraction))))
-    _, worst = jax.lax.top_k(jax.vmap(self._decrement)(fits), k)
+    _, worst = jax.lax.top_k(fits.decrement, k)
     better = jax.vmap(self._refine)(jax.tree.map(lambda a: a[worst], fits))
     return jax.tree.map(lambda a, b: a.at[worst].set(b), fits, better)
 
   def fit(self, weights: jax.Array, init: jax.Array | None = None) -> LogisticFit:
     """Fits the model on the rows with weight 1 (``weights``: float[n] of 0/1). Pure; vmap over ``weights``.
 
-    Starts from ``init`` (default: the full-pool optimum) and takes ``newton_steps`` damped Newton steps,
+    Starts from ``init`` (default: the size path at |D|), takes ``path_steps`` damped steps with the path's
+    inverse Hessian at |D|, then ``newton_steps`` damped Newton steps,
     ``chord_steps`` chord steps and ``refine_steps`` more Newton steps (see :meth:`contributions` for the batched
     path that refines only the subsets that need it).
     """
