@@ -71,6 +71,7 @@ CASES: dict[str, Callable] = {
                                                           num_samples=256, batch_size=64, enumerate_sizes=1),
     # Third-order Walsh regression: an eigendecomposition per input, batched across the inputs of a device.
     "odd_kernel_shap": lambda x, k: shapley.odd_kernel_shap(_game(x), D, k, num_samples=128, batch_size=64),
+    "kernel_banzhaf": lambda x, k: banzhaf.kernel_banzhaf(_game(x), D, k, num_samples=128, batch_size=64),
     "permutation": lambda x, k: shapley.permutation(_game(x), D, k, num_permutations=32, batch_size=64),
     "msr": lambda x, k: banzhaf.msr(_game(x), D, k, num_samples=256, batch_size=64),
 }

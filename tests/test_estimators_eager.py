@@ -32,6 +32,7 @@ ESTIMATORS = {
     "odd_kernel_shap": lambda g: shapley.odd_kernel_shap(g, D, KEY, num_samples=40, batch_size=16),
     "permutation": lambda g: shapley.permutation(g, D, KEY, num_permutations=6),
     "msr": lambda g: banzhaf.msr(g, D, KEY, num_samples=64),
+    "kernel_banzhaf": lambda g: banzhaf.kernel_banzhaf(g, D, KEY, num_samples=40, batch_size=16),
     "exact": lambda g: shapley.exact(g, D),
     "lime": lambda g: lime.lime(g, D, KEY, num_samples=32),
 }

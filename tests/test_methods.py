@@ -23,6 +23,7 @@ DIRECT = {
     "kernel_shap": ({"num_samples": 32}, lambda: shapley.kernel_shap(GAME, D, KEY, num_samples=32).values),
     "permutation": ({"num_permutations": 4}, lambda: shapley.permutation(GAME, D, KEY, num_permutations=4).values),
     "banzhaf_msr": ({"num_samples": 64}, lambda: banzhaf.msr(GAME, D, KEY, num_samples=64).values),
+    "kernel_banzhaf": ({"num_samples": 40}, lambda: banzhaf.kernel_banzhaf(GAME, D, KEY, num_samples=40).values),
     "lime": ({"num_samples": 64}, lambda: lime.lime(GAME, D, KEY, num_samples=64).values),
     "leave_one_out": ({}, lambda: loo.leave_one_out(GAME, D)),
     "random": ({}, lambda: attributions.random(KEY, D)),
@@ -64,7 +65,8 @@ def test_efficiency_of_every_shapley_estimate():
   assert float(jnp.abs(exact.sum() - grand_minus_null)) < 1e-5
 
 
-@pytest.mark.parametrize("name", ["kernel_shap", "odd_kernel_shap", "permutation", "banzhaf_msr", "lime", "rise"])
+@pytest.mark.parametrize("name", ["kernel_shap", "odd_kernel_shap", "permutation", "banzhaf_msr", "kernel_banzhaf",
+                                  "lime", "rise"])
 @pytest.mark.parametrize("budget", [20, 41])
 def test_budget_rules_spend_at_most_the_budget(name, budget):
   settings = methods.settings_for(name, D, budget)

@@ -1,8 +1,11 @@
-"""Banzhaf values: exact enumeration and the maximum-sample-reuse (MSR) estimator.
+"""Banzhaf values: exact enumeration, Kernel Banzhaf regression and the maximum-sample-reuse (MSR) estimator.
 
 phi_i = E_{S ⊆ N \\ i uniformly}[v(S ∪ i) - v(S)] = E[v(z) | z_i = 1] - E[v(z) | z_i = 0] for z ~ Bernoulli(1/2)^d.
 MSR (Wang & Jia, 2023) estimates both conditional means from the *same* samples, so every sample informs
-every player.
+every player. :func:`kernel_banzhaf` regresses the game on the coalitions instead (Kernel Banzhaf, Liu, Witter &
+Musco 2024: the Banzhaf values are the first-order coefficients of the least-squares fit under the uniform
+distribution), with paired samples drawn without replacement and third-order interactions as covariates: several
+times lower error than MSR at the same evaluations.
 
 Example:
   >>> import jax, jax.numpy as jnp
@@ -20,13 +23,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xattr import _checks, _enumerate, _loop
+from xattr import _checks, _enumerate, _loop, walsh
 from xattr import masks as masks_lib
 from xattr.estimate import Estimate
 
 Game = Callable[[jax.Array], jax.Array]
 
-__all__ = ["exact", "msr"]
+__all__ = ["exact", "kernel_banzhaf", "msr"]
+
+# Pairs are drawn without replacement up to this many players (a permutation of 2^(d - 1) pair indices).
+MAX_DISTINCT_PLAYERS = 20
 
 
 def exact(game: Game, num_players: int, *, batch_size: int = 4096) -> jax.Array:
@@ -50,6 +56,101 @@ def exact(game: Game, num_players: int, *, batch_size: int = 4096) -> jax.Array:
                                 weights=tuple(np.full(d, 0.5 ** (d - 1)).tolist()), batch_size=batch_size)
   _loop.check_result("banzhaf.exact", phi, game_ok)
   return phi
+
+
+def kernel_banzhaf(game: Game, num_players: int, key: jax.Array, *, num_samples: int, batch_size: int = 512,
+                   interactions: bool = True, ridge: float | None = None, threshold: float = 0.01) -> Estimate:
+  """Kernel Banzhaf: paired coalitions, odd Walsh regression, first-order coefficients as Banzhaf values.
+
+  Under the uniform distribution over coalitions the Banzhaf value of i is twice the coefficient of x_i = 2 z_i - 1
+  in the least-squares fit of the game on x, and a pair (z, 1 - z) observes the game's odd part exactly (the even
+  part, including the constant, cancels). The pairs are drawn uniformly *without* replacement (d <= 20; with
+  replacement beyond, where repeats are rare), so the estimate becomes exact as the pairs exhaust the 2^(d-1)
+  possible ones. With ``interactions`` (default) every third-order Walsh function joins the fit as a
+  Gaussian-process part (:class:`xattr.walsh.OddFit`; ridge by closed-form leave-one-out): it takes up variance
+  that the first-order fit would otherwise see as noise, and does not bias the first-order coefficients.
+
+  Args:
+    game: bool[n, d] -> float[n] or float[n, k]; called on at most ``batch_size`` coalitions at a time.
+    num_players: d >= 3 (static).
+    key: PRNG key (``jax.random.key``); same key -> same estimate.
+    num_samples: coalitions evaluated, even, >= 2 (d + 2); >= 2^d gives the exact values (:func:`exact`).
+    batch_size: coalitions per game call; only a memory knob.
+    interactions: include the third-order part (False: plain weighted least squares, no eigendecomposition).
+    ridge: a fixed ridge strength instead of the leave-one-out choice (with ``interactions``).
+    threshold: sets ``Estimate.converged`` (max std / range of the values < threshold).
+
+  Returns:
+    :class:`Estimate` with values float[d] (or [d, k]); std from the delete-one jackknife over the pairs (with the
+    finite-population correction of sampling without replacement; 0 when exact); num_evals = coalitions evaluated.
+
+  Raises:
+    ValueError: d < 3, an odd or too small ``num_samples``, a non-positive ``ridge``.
+    FloatingPointError: (outside jit) non-finite game values.
+
+  With ``interactions`` the fit's n x n eigendecomposition (n = num_samples / 2) runs on the host in numpy
+  (float64), one input at a time under ``vmap``: about 0.1 s at n = 1,000.
+
+  Example:
+    >>> w = jnp.arange(8.0)
+    >>> v = lambda m: (m.astype(jnp.float32) @ w) + 4.0 * (m[:, 0] & m[:, 1] & m[:, 2])   # a 3-way interaction
+    >>> est = kernel_banzhaf(v, 8, jax.random.key(0), num_samples=128)
+    >>> mc = msr(v, 8, jax.random.key(0), num_samples=128)
+    >>> err = lambda e: float(jnp.abs(e.values - exact(v, 8)).max())
+    >>> err(est) < 0.05 < 1.0 < err(mc), int(est.num_evals)
+    (True, 128)
+  """
+  d = _checks.positive_int("num_players", num_players, minimum=3)
+  _checks.prng_key("key", key)
+  batch_size = _checks.positive_int("batch_size", batch_size)
+  _checks.positive_int("num_samples", num_samples)
+  if num_samples % 2:
+    raise ValueError(f"num_samples must be even (kernel_banzhaf evaluates coalitions in complementary pairs), got "
+                     f"{num_samples}.")
+  if ridge is not None and not (np.isfinite(ridge) and ridge > 0):
+    raise ValueError(f"ridge must be a positive number (or None to choose it by leave-one-out), got {ridge}.")
+  if d <= _enumerate.MAX_EXACT_PLAYERS and num_samples >= 2 ** d:
+    values = exact(game, d, batch_size=batch_size)
+    return Estimate(values, jnp.zeros_like(values), jnp.asarray(2 ** d, jnp.int32), jnp.asarray(True))
+  if num_samples < 2 * (d + 2):
+    raise ValueError(f"num_samples={num_samples} is too few for kernel_banzhaf with num_players={d}: it needs "
+                     f"num_samples >= {2 * (d + 2)} (d + 2 pairs), or >= {2 ** d} for the exact result.")
+  opts = dict(num_players=d, num_samples=int(num_samples), batch_size=batch_size, interactions=bool(interactions),
+              ridge=None if ridge is None else float(ridge), threshold=float(threshold))
+  est, game_ok = _loop.dispatch(_kernel_banzhaf, game, key, **opts)
+  _loop.check_result("banzhaf.kernel_banzhaf", est, game_ok)
+  return est
+
+
+def _pairs(key: jax.Array, d: int, n_pairs: int) -> tuple[jax.Array, float]:
+  """(bool[n_pairs, d] one coalition per pair, the finite-population fraction sampled): uniform pairs without
+  replacement for d <= MAX_DISTINCT_PLAYERS (coalitions without player d - 1 index the 2^(d-1) pairs)."""
+  if d > MAX_DISTINCT_PLAYERS:
+    return masks_lib.bernoulli(key, d, n_pairs), 0.0
+  total = 2 ** (d - 1)
+  index = jax.random.choice(key, total, (n_pairs,), replace=False)
+  z = ((index[:, None] >> jnp.arange(d - 1)) & 1).astype(bool)
+  return jnp.concatenate([z, jnp.zeros((n_pairs, 1), bool)], axis=1), n_pairs / total
+
+
+def _kernel_banzhaf(game, key, *, num_players, num_samples, batch_size, interactions, ridge, threshold):
+  """Traced body of :func:`kernel_banzhaf`: returns (estimate, game_ok)."""
+  d, n_pairs = num_players, num_samples // 2
+  _, scalar = _loop.output_shape(game, d)
+  squeeze = (lambda x: x[:, 0]) if scalar else (lambda x: x)
+  z, fraction = _pairs(key, d, n_pairs)
+  vals = _loop.evaluate_chunked(game, jnp.concatenate([z, ~z]), batch_size)
+  ok = jnp.all(jnp.isfinite(vals))
+  x = 2.0 * z.astype(jnp.float32) - 1.0
+  y = (vals[:n_pairs] - vals[n_pairs:]) / 2.0
+  fit = walsh.OddFit(x, y, jnp.full((n_pairs,), 1.0 / n_pairs, jnp.float32), d, interactions=interactions)
+  lam = fit.best_ridge(n_pairs) if ridge is None else jnp.asarray(ridge, jnp.float32)
+  values, std = fit.banzhaf(lam, jnp.ones((n_pairs,), bool), n_pairs)
+  # Sampling without replacement: the jackknife's variance shrinks by the finite-population correction.
+  std = _loop.std_or_inf(std * np.sqrt(max(0.0, 1.0 - fraction)), jnp.asarray(n_pairs >= 2))
+  est = Estimate(squeeze(values), squeeze(std), jnp.asarray(num_samples, jnp.int32),
+                 _loop.converged_flag(values, std, threshold))
+  return est, ok
 
 
 def msr(game: Game, num_players: int, key: jax.Array, *, num_samples: int | None = None, batch_size: int = 512,

@@ -326,6 +326,18 @@ def _banzhaf_msr(problem: Problem, key: jax.Array, *, num_samples: int, batch_si
   return banzhaf.msr(problem.game, problem.num_players, key, num_samples=num_samples, batch_size=batch_size)
 
 
+def _kernel_banzhaf_budget(d: int, budget: int) -> dict[str, int]:
+  return dict(num_samples=max(budget // 2 * 2, 2 * (d + 2)))
+
+
+@register("kernel_banzhaf", target="banzhaf", budget=_kernel_banzhaf_budget,
+          evaluations=lambda d, s: min(int(s["num_samples"]), 2 ** d))
+def _kernel_banzhaf(problem: Problem, key: jax.Array, *, num_samples: int, batch_size: int = 512,
+                    interactions: bool = True, ridge: float | None = None) -> Estimate:
+  return banzhaf.kernel_banzhaf(problem.game, problem.num_players, key, num_samples=num_samples,
+                                batch_size=batch_size, interactions=interactions, ridge=ridge)
+
+
 @register("lime", target="lime", budget=lambda d, b: dict(num_samples=max(b, d + 1)),
           evaluations=lambda d, s: int(s["num_samples"]))
 def _lime(problem: Problem, key: jax.Array, *, num_samples: int = 1000, batch_size: int = 512,

@@ -22,6 +22,8 @@ built-in rules:
     from the samples) from 4d coalitions on, the unbiased one (closed-form A) below. Target: Shapley values.
   * ``permutation``: ``(budget - 2) // (d - 1)`` orderings (at least one antithetic pair). Target: Shapley values.
   * ``banzhaf_msr``: ``budget`` Bernoulli(1/2) coalitions, maximum sample reuse. Target: Banzhaf values.
+  * ``kernel_banzhaf``: ``budget`` coalitions in distinct complementary pairs (at least 2 (d + 2)), odd Walsh
+    regression with third-order covariates. Target: Banzhaf values.
   * ``lime``: ``max(budget, d + 1)`` coalitions, weighted least squares. Target: the LIME regression solution.
 
 Example:
@@ -58,8 +60,8 @@ def label_methods() -> tuple[str, ...]:
   """The registered methods that can make labels: they explain a game and have a budget rule.
 
   Example:
-    >>> label_methods()[:5]
-    ('kernel_shap', 'odd_kernel_shap', 'permutation', 'banzhaf_msr', 'lime')
+    >>> label_methods()[:6]
+    ('kernel_shap', 'odd_kernel_shap', 'permutation', 'banzhaf_msr', 'kernel_banzhaf', 'lime')
   """
   return tuple(n for n in methods.names(needs="game") if methods.get(n).budget_rule is not None)
 

@@ -38,6 +38,7 @@ from xattr import _checks, _enumerate, _loop
 from xattr import games as games_lib
 from xattr import linalg
 from xattr import masks as masks_lib
+from xattr import walsh
 from xattr._enumerate import MAX_EXACT_PLAYERS
 from xattr.estimate import Estimate
 
@@ -537,7 +538,7 @@ def _permutation(game, key, *, num_players, num_permutations, antithetic, per_ba
   return Estimate(squeeze(values), squeeze(std), num_evals, converged), state["ok"]
 
 
-RIDGE_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+RIDGE_GRID = walsh.RIDGE_GRID
 """Ridge strengths :func:`odd_kernel_shap` chooses from by leave-one-out error (relative to the kernel's scale)."""
 
 
@@ -635,11 +636,10 @@ def _odd_kernel_shap(game, key, *, num_players, num_samples, batch_size, enumera
   y = jnp.concatenate([(vals[:rows] - vals[rows:]) / 2.0, ((grand - null) / 2.0)[None]])
   w = jnp.concatenate([jnp.asarray(w_enum, jnp.float32), jnp.full((n_pairs,), (1.0 - enum.mass) / n_pairs,
                                                                    jnp.float32), jnp.ones((1,), jnp.float32)])
-  fit = _OddFit(x, y, w, d)
+  fit = walsh.OddFit(x, y, w, d)
   sampled = (np.arange(rows + 1) >= len(z_enum)) & (np.arange(rows + 1) < rows)       # not enumerated, not grand
   if ridge is None:
-    scores = jax.lax.map(lambda lam: fit.loo_score(lam, rows), jnp.asarray(RIDGE_GRID, jnp.float32))
-    lam = jnp.asarray(RIDGE_GRID, jnp.float32)[jnp.argmin(jnp.where(jnp.isfinite(scores), scores, jnp.inf))]
+    lam = fit.best_ridge(rows)
   else:
     lam = jnp.asarray(ridge, jnp.float32)
   values, std = fit.shapley(lam, sampled, n_pairs)
@@ -648,78 +648,6 @@ def _odd_kernel_shap(game, key, *, num_players, num_samples, batch_size, enumera
   est = Estimate(squeeze(values), squeeze(std), jnp.asarray(2 * rows + 2, jnp.int32),
                  _loop.converged_flag(values, std, threshold))
   return est, ok
-
-
-def _numpy_eigh(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  eig, q = np.linalg.eigh(np.asarray(a, np.float64))
-  return eig.astype(a.dtype), q.astype(a.dtype)
-
-
-def _host_eigh(a: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Eigendecomposition of a symmetric matrix on the host (numpy, float64), one matrix at a time under vmap.
-
-  Why not ``jnp.linalg.eigh``: batched LAPACK custom calls can stall XLA:CPU's thread pool when several run at
-  once (seen with this estimator vmapped over inputs on 4 CPU devices; see :mod:`xattr.linalg`). The matrix
-  depends only on the sampled coalitions, never on the game's values, so no derivative flows through it.
-  """
-  shapes = (jax.ShapeDtypeStruct(a.shape[-1:], a.dtype), jax.ShapeDtypeStruct(a.shape, a.dtype))
-  return jax.pure_callback(_numpy_eigh, shapes, jax.lax.stop_gradient(a), vmap_method="sequential")
-
-
-class _OddFit:
-  """Weighted first-order regression plus a third-order Walsh kernel part, for every ridge strength at once.
-
-  With x in {-1, 1}^{n x d}, weights w and ridge lam: y = x b + f + e, f ~ GP(0, K), K = e_3(x x'^T) / C(d, 3),
-  e ~ N(0, lam D), D = diag(1 / (w n)). One eigendecomposition of D^-1/2 K D^-1/2 gives C^-1 = (K + lam D)^-1 for
-  every lam, hence b (generalised least squares), the kernel coefficients a = P y, the leave-one-out residuals
-  a_s / P_ss and the linear map from y to the Shapley values (for the jackknife) in O(n^2 d) each.
-  """
-
-  def __init__(self, x, y, w, d):
-    self.x, self.y, self.w, self.d = x, y, w, d
-    self.sq = jnp.sqrt(w * x.shape[0])                                # D^-1/2
-    s = x @ x.T
-    kernel = (s ** 3 - (3 * d - 2) * s) / (6.0 * comb(d, 3))           # e_3 of the +-1 vector x * x'
-    self.eig, self.q = _host_eigh(kernel * self.sq[:, None] * self.sq[None, :])
-    self.eig = jnp.maximum(self.eig, 0.0)
-    t = x.sum(1, keepdims=True) - x                                   # sum of the other players' x
-    # d phi_i / d a_s: each third-order term T containing i gives 2/3 of its coefficient, summed over T.
-    self.g = (2.0 / 3.0) * x * (t ** 2 - (d - 1)) / 2.0 / comb(d, 3)
-
-  def _solver(self, lam):
-    inv = 1.0 / (self.eig + lam)
-    ci = lambda v: self.sq[:, None] * (self.q @ (inv[:, None] * (self.q.T @ (self.sq[:, None] * v))))
-    return ci, (self.sq ** 2) * ((self.q ** 2) @ inv)
-
-  def _gls(self, lam):
-    ci, diag_ci = self._solver(lam)
-    ci_x, ci_y = ci(self.x), ci(self.y)
-    a_inv = linalg.inv_psd(self.x.T @ ci_x)
-    b = a_inv @ (self.x.T @ ci_y)
-    alpha = ci_y - ci_x @ b
-    p_diag = diag_ci - jnp.sum((ci_x @ a_inv) * ci_x, axis=1)
-    return ci, ci_x, a_inv, b, alpha, p_diag
-
-  def loo_score(self, lam, rows):
-    """Weighted leave-one-out squared error over the pair rows (not the pinned grand row), outputs normalised."""
-    _, _, _, _, alpha, p_diag = self._gls(lam)
-    loo = alpha[:rows] / p_diag[:rows, None]
-    w = self.w[:rows]
-    scale = jnp.sum(w[:, None] * self.y[:rows] ** 2, 0) + 1e-30
-    return jnp.sum(jnp.sum(w[:, None] * loo ** 2, 0) / scale)
-
-  def shapley(self, lam, sampled, n_pairs):
-    """(values [d, k], jackknife std [d, k]) at ridge lam."""
-    ci, ci_x, a_inv, b, alpha, p_diag = self._gls(lam)
-    values = 2.0 * b + self.g.T @ alpha
-    # phi = L y with L = 2 A^-1 (C^-1 x)^T + G^T P; deleting row s moves phi by L[:, s] times its LOO residual.
-    lmap = 2.0 * a_inv @ ci_x.T + ci(self.g).T - (self.g.T @ ci_x) @ a_inv @ ci_x.T          # [d, n]
-    loo = alpha / p_diag[:, None]                                                           # [n, k]
-    delta = lmap.T[:, :, None] * loo[:, None, :]                                            # [n, d, k]
-    m = jnp.maximum(n_pairs, 1)
-    mean = jnp.sum(jnp.where(sampled[:, None, None], delta, 0.0), 0) / m
-    var = (m - 1) / m * jnp.sum(jnp.where(sampled[:, None, None], (delta - mean) ** 2, 0.0), 0)
-    return values, jnp.sqrt(jnp.maximum(var, 0.0))
 
 
 def samples_to_converge(estimate: Estimate, threshold: float = 0.01) -> jax.Array:
