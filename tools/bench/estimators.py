@@ -93,7 +93,8 @@ def nmse(estimates: np.ndarray, truth: np.ndarray) -> np.ndarray:
 # xattr
 # ---------------------------------------------------------------------------------------------------------------
 
-def _lookup(table: jax.Array, d: int) -> Callable[[jax.Array], jax.Array]:
+def lookup(table: jax.Array, d: int) -> Callable[[jax.Array], jax.Array]:
+  """The tabulated game as a jax game: bool[n, d] -> table[row index of each coalition]."""
   bits = 2 ** jnp.arange(d)
   return lambda m: table[jnp.sum(m.astype(jnp.int32) * bits, -1)]
 
@@ -107,20 +108,21 @@ XATTR: dict[str, Callable] = {
 }
 
 
-def _xattr_runner(method: str, d: int, n: int):
-  fn = XATTR[method]
+def xattr_runner(method: str, d: int, n: int, methods: dict[str, Callable] = XATTR):
+  """jit(vmap over PRNG keys) of methods[method](game, d, key, n) on a table: (table, keys) -> Estimate."""
+  fn = methods[method]
 
   @jax.jit
   def run(table, keys):
-    return jax.vmap(lambda k: fn(_lookup(table, d), d, k, n))(keys)
+    return jax.vmap(lambda k: fn(lookup(table, d), d, k, n))(keys)
 
   return run
 
 
-def _fit_budget(method: str, d: int, budget: int, table: np.ndarray) -> int:
+def fit_budget(method: str, d: int, budget: int, table: np.ndarray, methods: dict[str, Callable] = XATTR) -> int:
   """The largest even setting n whose num_evals fits the budget (bisection: num_evals grows with n)."""
-  evals = lambda n: int(np.max(_xattr_runner(method, d, n)(jnp.asarray(table),
-                                                           jax.random.split(jax.random.key(0), 1)).num_evals))
+  evals = lambda n: int(np.max(xattr_runner(method, d, n, methods)(jnp.asarray(table),
+                                                                  jax.random.split(jax.random.key(0), 1)).num_evals))
   lo, hi = 2 * d, budget                          # evals(lo) fits (checked below), hi is the upper end
   try:
     if evals(lo) > budget:
@@ -133,14 +135,15 @@ def _fit_budget(method: str, d: int, budget: int, table: np.ndarray) -> int:
   return hi if evals(hi) <= budget else lo
 
 
-def run_xattr(method: str, game: dict, budget: int, seeds: int, cache: dict) -> tuple[np.ndarray, np.ndarray, int]:
+def run_xattr(method: str, game: dict, budget: int, seeds: int, cache: dict,
+              methods: dict[str, Callable] = XATTR) -> tuple[np.ndarray, np.ndarray, int]:
   d = game["d"]
   key = (method, d, budget)
   if key not in cache:
-    cache[key] = _fit_budget(method, d, budget, game["table"])
+    cache[key] = fit_budget(method, d, budget, game["table"], methods)
   n = cache[key]
   keys = jax.random.split(jax.random.key(1000 + game["input"]), seeds)
-  est = _xattr_runner(method, d, n)(jnp.asarray(game["table"]), keys)
+  est = xattr_runner(method, d, n, methods)(jnp.asarray(game["table"]), keys)
   return np.asarray(est.values), np.asarray(est.std), int(np.max(est.num_evals))
 
 

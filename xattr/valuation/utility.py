@@ -48,7 +48,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from xattr import _checks
+from xattr import _checks, linalg
 from xattr.models import mlp as mlp_lib
 
 __all__ = ["Utility", "LogisticRegression", "LogisticFit", "MLPClassifier", "RidgeRegression", "value",
@@ -611,7 +611,9 @@ class RidgeRegression:
     pen = jnp.concatenate([jnp.full(d1 - 1, self.l2), jnp.full(1, 1e-6)])   # intercept: only a round-off guard
     gram = _symmetric_from_upper(weights @ self.outer, d1) + jnp.diag(pen)
     rhs = _augment(self.x).T @ (weights * self.y)
-    return RidgeFit(jnp.linalg.solve(gram, rhs), weights)
+    # Plain XLA elimination, not LAPACK: U(D) and U(D u {z}) are independent solves in one program, and two
+    # batched LAPACK calls at once can deadlock XLA:CPU's thread pool (see xattr.linalg).
+    return RidgeFit(linalg.solve_psd(gram, rhs), weights)
 
   def add(self, fitted: RidgeFit, index: jax.Array) -> RidgeFit:
     return self.fit(fitted.weights.at[index].set(1.0))
