@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["REFERENCE", "BOUND", "bound_text", "errors", "cost_to_reach", "speedup", "add_speedups", "best_row"]
+__all__ = ["REFERENCE", "BOUND", "TRAIN_PASSES", "bound_text", "errors", "cost_to_reach", "speedup", "add_speedups", "best_row"]
 
 # Target -> the per-example estimator (registry name, see xattr.methods) an amortized explainer is compared with.
 REFERENCE = {"shapley": "kernel_shap", "banzhaf": "banzhaf_msr", "lime": "lime"}
+# A training row costs its forward pass and a backward pass of about twice that: 3 forward passes' worth.
+TRAIN_PASSES = 3.0
 # Relation returned by cost_to_reach -> its prefix in reports ('>=': the reference never reached the error).
 BOUND = {"=": "", ">": ">=", "<": "<=", "?": "no reference "}
 

@@ -86,7 +86,7 @@ def at_scale(rows: Sequence[dict], sizes: Sequence[int], flops: dict[str, float]
                    per_example_evals=n * per_input, speedup=n * per_input / amortized, bound=bound)
       if flops:
         model, explainer = flops["model"], flops["explainer"]
-        cost = (r["train_evals"] * model + 3.0 * explainer * r.get("explainer_rows", 0)
+        cost = (r["train_evals"] * model + costs.TRAIN_PASSES * explainer * r.get("explainer_rows", 0)
                 + n * (r["explain_evals"] * model + explainer))
         entry.update(amortized_flops=cost, per_example_flops=n * per_input * model,
                      flops_speedup=n * per_input * model / cost)

@@ -30,12 +30,11 @@ from typing import Any
 import numpy as np
 
 from xattr import _checks
+from xattr.amortization import costs
 from xattr.models import vit
 
 __all__ = ["amortization_cost"]
 
-_BACKWARD = 2.0
-"""A backward pass costs about twice the forward pass it differentiates."""
 
 
 def amortization_cost(model: vit.ViTConfig, *, num_steps: int, batch_size: int, num_samples: int,
@@ -63,7 +62,7 @@ def amortization_cost(model: vit.ViTConfig, *, num_steps: int, batch_size: int, 
   surrogate = float(vit.flops_per_example(model))
   explainer = float(vit.flops_per_example(dataclasses.replace(model, depth=model.depth + extra_blocks)))
   ratio = explainer / surrogate
-  per_step_image = (num_samples + 1) + (1.0 + _BACKWARD) * ratio          # in surrogate-forward equivalents
+  per_step_image = (num_samples + 1) + costs.TRAIN_PASSES * ratio          # in surrogate-forward equivalents
   train = float(num_steps * batch_size * per_step_image)
   per_image = ratio + 1.0                                                  # explainer forward + grand value
   out = dict(train_evaluations=train, train_flops=train * surrogate, explainer_evaluations=per_image,
