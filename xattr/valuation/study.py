@@ -52,11 +52,11 @@ __all__ = ["DEPENDS_ON", "SAMPLES_DEPEND_ON", "METHODS", "Study", "Samples", "Sc
 # xattr.valuation.addition; tests/test_valuation_study.py checks it): editing one of these recomputes them, editing
 # another module (or the report code) does not.
 DEPENDS_ON = ("xattr._checks", "xattr._enumerate", "xattr._loop", "xattr.artifacts", "xattr.banzhaf",
-              "xattr.data.embedded", "xattr.data.scaling_pool", "xattr.data.source", "xattr.estimate", "xattr.masks",
-              "xattr.models",
+              "xattr.data.embedded", "xattr.data.scaling_pool", "xattr.data.source", "xattr.estimate", "xattr.linalg",
+              "xattr.masks", "xattr.models",
               "xattr.parallel", "xattr.training", "xattr.valuation.addition", "xattr.valuation.amortized",
               "xattr.valuation.blocks", "xattr.valuation.pool", "xattr.valuation.samplers", "xattr.valuation.scaling",
-              "xattr.valuation.study", "xattr.valuation.utility")
+              "xattr.valuation.study", "xattr.valuation.utility", "xattr.walsh")
 # The samples (the costly stages) depend on less: their fingerprints ignore the estimators' code.
 SAMPLES_DEPEND_ON = (*blocks.SAMPLING_MODULES, "xattr.valuation.blocks", "xattr.valuation.pool",
                      "xattr.valuation.study", "xattr.artifacts")
