@@ -41,3 +41,17 @@ def random_table():
   rng = np.random.default_rng(0)
   values = rng.normal(size=(2 ** 6, 2))
   return values, brute_force_shapley(values)
+
+
+def third_order_game(d: int):
+  """Additive + two three-way AND terms: its odd part lies in the span of first- and third-order Walsh terms."""
+  w = jnp.linspace(-1.0, 2.0, d)
+  return lambda m: (m.astype(jnp.float32) @ w + 3.0 * (m[:, 0] & m[:, 1] & m[:, 2])
+                    - 2.0 * (m[:, 3] & m[:, 4] & m[:, d - 1]))
+
+
+def smooth_game(d: int, scale: float = 1.0):
+  """A saturating model of all players: every order present, decaying (like a small MLP)."""
+  w = scale * jax.random.normal(jax.random.key(7), (d,))
+  u = scale * jax.random.normal(jax.random.key(8), (d,))
+  return lambda m: jnp.tanh(m.astype(jnp.float32) @ w) * jax.nn.sigmoid(m.astype(jnp.float32) @ u)

@@ -5,23 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.conftest import smooth_game, third_order_game
 from xattr import banzhaf
 
 KEY = jax.random.key(0)
-
-
-def _third_order_game(d: int):
-  """Additive + two three-way AND terms: its odd part lies in the span of first- and third-order Walsh terms."""
-  w = jnp.linspace(-1.0, 2.0, d)
-  return lambda m: (m.astype(jnp.float32) @ w + 3.0 * (m[:, 0] & m[:, 1] & m[:, 2])
-                    - 2.0 * (m[:, 3] & m[:, 4] & m[:, d - 1]))
-
-
-def _smooth_game(d: int, scale: float = 1.0):
-  """A saturating model of all players: every order present, decaying (like a small MLP)."""
-  w = scale * jax.random.normal(jax.random.key(7), (d,))
-  u = scale * jax.random.normal(jax.random.key(8), (d,))
-  return lambda m: jnp.tanh(m.astype(jnp.float32) @ w) * jax.nn.sigmoid(m.astype(jnp.float32) @ u)
 
 
 def _mse(est, truth):
@@ -30,7 +17,7 @@ def _mse(est, truth):
 
 def test_a_third_order_game_is_recovered_where_msr_is_not():
   d, n = 8, 128
-  v = _third_order_game(d)
+  v = third_order_game(d)
   truth = banzhaf.exact(v, d)
   keys = jax.random.split(KEY, 5)
   kb = [float(jnp.abs(banzhaf.kernel_banzhaf(v, d, k, num_samples=n).values - truth).max()) for k in keys]
@@ -42,7 +29,7 @@ def test_a_third_order_game_is_recovered_where_msr_is_not():
 @pytest.mark.parametrize("interactions, factor", [(False, 0.5), (True, 0.2)])
 def test_more_accurate_than_msr_at_equal_evaluations(interactions, factor):
   d, n = 10, 300
-  v = _smooth_game(d, scale=0.5)
+  v = smooth_game(d, scale=0.5)
   truth = banzhaf.exact(v, d)
   keys = jax.random.split(KEY, 20)
   kb = jax.jit(jax.vmap(lambda k: banzhaf.kernel_banzhaf(v, d, k, num_samples=n, interactions=interactions)))(keys)
@@ -53,7 +40,7 @@ def test_more_accurate_than_msr_at_equal_evaluations(interactions, factor):
 
 def test_third_order_covariates_lower_the_error_of_plain_kernel_banzhaf():
   d, n = 10, 400
-  v = _smooth_game(d)
+  v = smooth_game(d)
   truth = banzhaf.exact(v, d)
   keys = jax.random.split(KEY, 20)
   run = lambda inter: jax.jit(jax.vmap(lambda k: banzhaf.kernel_banzhaf(v, d, k, num_samples=n,
@@ -64,7 +51,7 @@ def test_third_order_covariates_lower_the_error_of_plain_kernel_banzhaf():
 @pytest.mark.parametrize("interactions", [False, True])
 def test_std_is_calibrated_over_seeds(interactions):
   d, n = 10, 300
-  v = _smooth_game(d)
+  v = smooth_game(d)
   truth = banzhaf.exact(v, d)
   est = jax.jit(jax.vmap(lambda k: banzhaf.kernel_banzhaf(v, d, k, num_samples=n, interactions=interactions)))(
       jax.random.split(KEY, 60))
@@ -75,7 +62,7 @@ def test_std_is_calibrated_over_seeds(interactions):
 def test_pairs_are_distinct_so_all_but_one_pair_is_nearly_exact():
   # Without replacement, 31 of the 32 pairs of d = 6 leave one unseen: the finite-population std collapses.
   d = 6
-  v = _smooth_game(d)
+  v = smooth_game(d)
   truth = banzhaf.exact(v, d)
   near = banzhaf.kernel_banzhaf(v, d, KEY, num_samples=62, interactions=False)
   half = banzhaf.kernel_banzhaf(v, d, KEY, num_samples=32, interactions=False)
@@ -85,7 +72,7 @@ def test_pairs_are_distinct_so_all_but_one_pair_is_nearly_exact():
 
 def test_full_budget_is_exact_with_zero_std():
   d = 6
-  v = _smooth_game(d)
+  v = smooth_game(d)
   est = banzhaf.kernel_banzhaf(v, d, KEY, num_samples=2 ** d)
   np.testing.assert_allclose(est.values, banzhaf.exact(v, d), atol=1e-6)
   assert float(est.std.max()) == 0.0 and bool(est.converged) and int(est.num_evals) == 2 ** d
@@ -93,7 +80,7 @@ def test_full_budget_is_exact_with_zero_std():
 
 def test_vector_games_columns_and_keys_are_deterministic():
   d = 8
-  v1, v2 = _smooth_game(d), _third_order_game(d)
+  v1, v2 = smooth_game(d), third_order_game(d)
   vec = lambda m: jnp.stack([v1(m), v2(m)], -1)
   est = banzhaf.kernel_banzhaf(vec, d, KEY, num_samples=120, interactions=False)
   assert est.values.shape == est.std.shape == (d, 2)
@@ -107,7 +94,7 @@ def test_vector_games_columns_and_keys_are_deterministic():
 
 def test_fixed_ridge_and_grad_through_the_values():
   d = 8
-  v = _third_order_game(d)
+  v = third_order_game(d)
   a = banzhaf.kernel_banzhaf(v, d, KEY, num_samples=60, ridge=1.0).values
   b = banzhaf.kernel_banzhaf(v, d, KEY, num_samples=60, ridge=1e-3).values
   assert not np.allclose(a, b)

@@ -5,28 +5,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.conftest import smooth_game, third_order_game
 from xattr import shapley
 
 KEY = jax.random.key(0)
 
 
-def _third_order_game(d: int):
-  """Additive + two three-way AND terms: its odd part lies in the span of first- and third-order Walsh terms."""
-  w = jnp.linspace(-1.0, 2.0, d)
-  return lambda m: (m.astype(jnp.float32) @ w + 3.0 * (m[:, 0] & m[:, 1] & m[:, 2])
-                    - 2.0 * (m[:, 3] & m[:, 4] & m[:, d - 1]))
-
-
-def _smooth_game(d: int, scale: float = 1.0):
-  """A saturating model of all players: every odd order present, decaying (like a small MLP)."""
-  w = scale * jax.random.normal(jax.random.key(7), (d,))
-  u = scale * jax.random.normal(jax.random.key(8), (d,))
-  return lambda m: jnp.tanh(m.astype(jnp.float32) @ w) * jax.nn.sigmoid(m.astype(jnp.float32) @ u)
-
-
 def test_a_third_order_game_is_recovered_where_kernel_shap_is_not():
   d, n = 8, 200
-  v = _third_order_game(d)
+  v = third_order_game(d)
   truth = shapley.exact(v, d)
   keys = jax.random.split(KEY, 5)
   odd = [float(jnp.abs(shapley.odd_kernel_shap(v, d, k, num_samples=n).values - truth).max()) for k in keys]
@@ -37,7 +24,7 @@ def test_a_third_order_game_is_recovered_where_kernel_shap_is_not():
 
 def test_more_accurate_than_kernel_shap_on_a_smooth_game_at_equal_evaluations():
   d, n = 10, 300
-  v = _smooth_game(d, scale=0.5)
+  v = smooth_game(d, scale=0.5)
   truth = shapley.exact(v, d)
   keys = jax.random.split(KEY, 20)
   odd = jax.jit(jax.vmap(lambda k: shapley.odd_kernel_shap(v, d, k, num_samples=n)))(keys)
@@ -49,7 +36,7 @@ def test_more_accurate_than_kernel_shap_on_a_smooth_game_at_equal_evaluations():
 
 def test_std_is_calibrated_over_seeds():
   d, n = 10, 300
-  v = _smooth_game(d)
+  v = smooth_game(d)
   truth = shapley.exact(v, d)
   est = jax.jit(jax.vmap(lambda k: shapley.odd_kernel_shap(v, d, k, num_samples=n)))(jax.random.split(KEY, 60))
   ratio = float(jnp.sqrt(jnp.mean(est.std ** 2) / jnp.mean((est.values - truth) ** 2)))
@@ -58,7 +45,7 @@ def test_std_is_calibrated_over_seeds():
 
 def test_full_enumeration_is_exact_with_zero_std():
   d = 6
-  v = _smooth_game(d)
+  v = smooth_game(d)
   est = shapley.odd_kernel_shap(v, d, KEY, num_samples=2 ** d - 2)
   np.testing.assert_allclose(est.values, shapley.exact(v, d), atol=1e-5)
   assert float(est.std.max()) == 0.0 and bool(est.converged) and int(est.num_evals) == 2 ** d
@@ -66,7 +53,7 @@ def test_full_enumeration_is_exact_with_zero_std():
 
 def test_vector_games_are_efficient_and_keys_deterministic():
   d = 8
-  v1, v2 = _smooth_game(d), _third_order_game(d)
+  v1, v2 = smooth_game(d), third_order_game(d)
   vec = lambda m: jnp.stack([v1(m), v2(m)], -1)
   est = shapley.odd_kernel_shap(vec, d, KEY, num_samples=120)
   assert est.values.shape == est.std.shape == (d, 2)
@@ -80,7 +67,7 @@ def test_vector_games_are_efficient_and_keys_deterministic():
 
 def test_fixed_ridge_and_grad_through_the_values():
   d = 8
-  v = _third_order_game(d)
+  v = third_order_game(d)
   a = shapley.odd_kernel_shap(v, d, KEY, num_samples=120, ridge=1.0).values
   b = shapley.odd_kernel_shap(v, d, KEY, num_samples=120, ridge=1e-3).values
   assert not np.allclose(a, b)
