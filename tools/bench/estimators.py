@@ -218,48 +218,63 @@ def run_shap(game: dict, budget: int, seeds: int) -> tuple[np.ndarray, int]:
 
 # ---------------------------------------------------------------------------------------------------------------
 
-def main(argv: list[str] | None = None) -> dict:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def base_parser(doc: str) -> argparse.ArgumentParser:
+  """The flags every sample-efficiency benchmark takes: budgets, seeds, inputs, a peer filter."""
+  p = argparse.ArgumentParser(description=doc.split("\n")[0])
   p.add_argument("--budgets", default="128,512,2048")
   p.add_argument("--seeds", type=int, default=10)
   p.add_argument("--inputs", type=int, default=3, help="inputs explained per model")
-  p.add_argument("--shap", type=int, default=1, help="also shap.KernelExplainer (slow: a model call per input)")
   p.add_argument("--peers", default="", help="comma-separated substrings: run only the shapiq approximators "
                  "whose name contains one (default: all)")
-  args = p.parse_args(argv)
+  return p
+
+
+def start(args: argparse.Namespace, games: list[dict], peers: dict, extra: str = "") -> tuple[list[int], dict]:
+  """(budgets, the peers the --peers filter keeps), after printing the run's header line."""
   budgets = [int(b) for b in args.budgets.split(",")]
-  t0 = time.perf_counter()
-  games = make_games(args.inputs)
   print(f"{len(games)} games ({', '.join(sorted({g['name'] for g in games}))}), budgets {budgets}, "
-        f"{args.seeds} seeds; jax {jax.__version__}", flush=True)
-  peers = shapiq_approximators()
+        f"{args.seeds} seeds; jax {jax.__version__}{extra}", flush=True)
   if args.peers:
     peers = {k: v for k, v in peers.items() if any(p in k for p in args.peers.split(","))}
+  return budgets, peers
+
+
+def record(cell: dict, method: str, values: np.ndarray, truth: np.ndarray, rows: int,
+           std: np.ndarray | None = None) -> dict:
+  """Adds one game's results of ``method`` to a budget's ``cell``: its normalized MSE and rows, and for an
+  estimator that reports a std the mean reported variance and squared error (for the calibration ratio)."""
+  r = cell.setdefault(method, dict(nmse=[], rows=[], s=0.0, **({} if std is None else dict(var=[], sq=[]))))
+  r["nmse"].append(nmse(values, truth).mean())
+  r["rows"].append(rows)
+  if std is not None:
+    r["var"].append(np.mean(std ** 2))
+    r["sq"].append(np.mean((values - truth) ** 2))
+  return r
+
+
+def main(argv: list[str] | None = None) -> dict:
+  p = base_parser(__doc__)
+  p.add_argument("--shap", type=int, default=1, help="also shap.KernelExplainer (slow: a model call per input)")
+  args = p.parse_args(argv)
+  t0 = time.perf_counter()
+  games = make_games(args.inputs)
+  budgets, peers = start(args, games, shapiq_approximators())
   results, skipped, cache = {}, {}, {}
   for budget in budgets:
     cell = results.setdefault(budget, {})
     for game in games:
       for method in XATTR:
         values, std, rows = run_xattr(method, game, budget, args.seeds, cache)
-        err = values - game["truth"]
-        r = cell.setdefault(method, dict(nmse=[], var=[], sq=[], rows=[]))
-        r["nmse"].append(nmse(values, game["truth"]).mean())
-        r["var"].append(np.mean(std ** 2))
-        r["sq"].append(np.mean(err ** 2))
-        r["rows"].append(rows)
+        record(cell, method, values, game["truth"], rows, std)
       for name, make in peers.items():
         values, rows, why = run_shapiq(make, game, budget, args.seeds)
         if values is None:
           skipped[name] = why
           continue
-        r = cell.setdefault(name, dict(nmse=[], rows=[]))
-        r["nmse"].append(nmse(values, game["truth"]).mean())
-        r["rows"].append(rows)
+        record(cell, name, values, game["truth"], rows)
       if args.shap:
         values, rows = run_shap(game, budget, args.seeds)
-        r = cell.setdefault("shap KernelExplainer", dict(nmse=[], rows=[]))
-        r["nmse"].append(nmse(values, game["truth"]).mean())
-        r["rows"].append(rows)
+        record(cell, "shap KernelExplainer", values, game["truth"], rows)
     _print_budget(budget, cell)
   for name, why in skipped.items():
     print(f"skipped {name}: {why}")
