@@ -107,8 +107,7 @@ def kernel_banzhaf(game: Game, num_players: int, key: jax.Array, *, num_samples:
   if num_samples % 2:
     raise ValueError(f"num_samples must be even (kernel_banzhaf evaluates coalitions in complementary pairs), got "
                      f"{num_samples}.")
-  if ridge is not None and not (np.isfinite(ridge) and ridge > 0):
-    raise ValueError(f"ridge must be a positive number (or None to choose it by leave-one-out), got {ridge}.")
+  ridge = walsh.check_ridge(ridge)
   if d <= _enumerate.MAX_EXACT_PLAYERS and num_samples >= 2 ** d:
     values = exact(game, d, batch_size=batch_size)
     return Estimate(values, jnp.zeros_like(values), jnp.asarray(2 ** d, jnp.int32), jnp.asarray(True))
@@ -116,7 +115,7 @@ def kernel_banzhaf(game: Game, num_players: int, key: jax.Array, *, num_samples:
     raise ValueError(f"num_samples={num_samples} is too few for kernel_banzhaf with num_players={d}: it needs "
                      f"num_samples >= {2 * (d + 2)} (d + 2 pairs), or >= {2 ** d} for the exact result.")
   opts = dict(num_players=d, num_samples=int(num_samples), batch_size=batch_size, interactions=bool(interactions),
-              ridge=None if ridge is None else float(ridge), threshold=float(threshold))
+              ridge=ridge, threshold=float(threshold))
   est, game_ok = _loop.dispatch(_kernel_banzhaf, game, key, **opts)
   _loop.check_result("banzhaf.kernel_banzhaf", est, game_ok)
   return est
@@ -144,7 +143,7 @@ def _kernel_banzhaf(game, key, *, num_players, num_samples, batch_size, interact
   x = 2.0 * z.astype(jnp.float32) - 1.0
   y = (vals[:n_pairs] - vals[n_pairs:]) / 2.0
   fit = walsh.OddFit(x, y, jnp.full((n_pairs,), 1.0 / n_pairs, jnp.float32), d, interactions=interactions)
-  lam = fit.best_ridge(n_pairs) if ridge is None else jnp.asarray(ridge, jnp.float32)
+  lam = fit.ridge(n_pairs, ridge)
   values, std = fit.banzhaf(lam, jnp.ones((n_pairs,), bool), n_pairs)
   # Sampling without replacement: the jackknife's variance shrinks by the finite-population correction.
   std = _loop.std_or_inf(std * np.sqrt(max(0.0, 1.0 - fraction)), jnp.asarray(n_pairs >= 2))

@@ -592,8 +592,7 @@ def odd_kernel_shap(game: Game, num_players: int, key: jax.Array, *, num_samples
   batch_size = _checks.positive_int("batch_size", batch_size)
   _checks.positive_int("num_samples", num_samples)
   _checks.even_if_paired(num_samples, True)
-  if ridge is not None and not (np.isfinite(ridge) and ridge > 0):
-    raise ValueError(f"ridge must be a positive number (or None to choose it by leave-one-out), got {ridge}.")
+  ridge = walsh.check_ridge(ridge)
   plan_k = _enumeration_plan(d, num_samples, enumerate_sizes)
   n_enum = len(_enumerate_sizes(d, plan_k).masks)
   while enumerate_sizes is None and plan_k > 0 and n_enum < 2 ** d - 2 and num_samples - n_enum < 4:
@@ -609,7 +608,7 @@ def odd_kernel_shap(game: Game, num_players: int, key: jax.Array, *, num_samples
     return kernel_shap(game, d, key, num_samples=num_samples, batch_size=batch_size, enumerate_sizes=plan_k,
                        threshold=threshold)
   opts = dict(num_players=d, num_samples=int(num_samples), batch_size=batch_size, enumerate_k=plan_k,
-              ridge=None if ridge is None else float(ridge), threshold=float(threshold))
+              ridge=ridge, threshold=float(threshold))
   est, game_ok = _loop.dispatch(_odd_kernel_shap, game, key, **opts)
   _loop.check_result("odd_kernel_shap", est, game_ok)
   return est
@@ -638,10 +637,7 @@ def _odd_kernel_shap(game, key, *, num_players, num_samples, batch_size, enumera
                                                                    jnp.float32), jnp.ones((1,), jnp.float32)])
   fit = walsh.OddFit(x, y, w, d)
   sampled = (np.arange(rows + 1) >= len(z_enum)) & (np.arange(rows + 1) < rows)       # not enumerated, not grand
-  if ridge is None:
-    lam = fit.best_ridge(rows)
-  else:
-    lam = jnp.asarray(ridge, jnp.float32)
+  lam = fit.ridge(rows, ridge)
   values, std = fit.shapley(lam, sampled, n_pairs)
   values = normalize_efficient(values, grand, null)
   std = _loop.std_or_inf(std, jnp.asarray(n_pairs >= 2))

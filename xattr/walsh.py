@@ -29,10 +29,17 @@ import numpy as np
 
 from xattr import linalg
 
-__all__ = ["RIDGE_GRID", "OddFit", "host_eigh"]
+__all__ = ["RIDGE_GRID", "OddFit", "check_ridge", "host_eigh"]
 
 # Ridge strengths (noise variance relative to the third-order prior) tried by leave-one-out.
 RIDGE_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+
+
+def check_ridge(ridge: float | None) -> float | None:
+  """A fixed ridge strength as a float (None: chosen by leave-one-out); raises unless positive and finite."""
+  if ridge is not None and not (np.isfinite(ridge) and ridge > 0):
+    raise ValueError(f"ridge must be a positive number (or None to choose it by leave-one-out), got {ridge}.")
+  return None if ridge is None else float(ridge)
 
 
 def _numpy_eigh(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -119,11 +126,14 @@ class OddFit:
     scale = jnp.sum(w[:, None] * self.y[:rows] ** 2, 0) + 1e-30
     return jnp.sum(jnp.sum(w[:, None] * loo ** 2, 0) / scale)
 
-  def best_ridge(self, rows: int) -> jax.Array:
-    """The ridge of :data:`RIDGE_GRID` with the smallest :meth:`loo_score` (1.0 without interactions)."""
-    grid = jnp.asarray(RIDGE_GRID, jnp.float32)
+  def ridge(self, rows: int, fixed: float | None = None) -> jax.Array:
+    """``fixed`` if given, else the ridge of :data:`RIDGE_GRID` with the smallest :meth:`loo_score` over the first
+    ``rows`` rows (1.0 without interactions)."""
+    if fixed is not None:
+      return jnp.asarray(fixed, jnp.float32)
     if not self.interactions:
       return jnp.float32(1.0)
+    grid = jnp.asarray(RIDGE_GRID, jnp.float32)
     scores = jax.lax.map(lambda lam: self.loo_score(lam, rows), grid)
     return grid[jnp.argmin(jnp.where(jnp.isfinite(scores), scores, jnp.inf))]
 

@@ -112,6 +112,11 @@ def _cho_solve(chol: jax.Array, b: jax.Array) -> jax.Array:
   return jax.scipy.linalg.cho_solve((chol, True), b)
 
 
+def _with_point(weights: jax.Array, index: jax.Array) -> jax.Array:
+  """0/1 weights of D u {index}: a max with a one-hot, not a scatter (XLA:CPU runs scatters slowly under vmap)."""
+  return jnp.maximum(weights, jax.nn.one_hot(index, weights.shape[-1], dtype=weights.dtype))
+
+
 def _has_all_classes(weights: jax.Array, y: jax.Array, num_classes: int) -> jax.Array:
   counts = jnp.zeros(num_classes, weights.dtype).at[y].add(weights)
   return jnp.all(counts > 0)
@@ -234,13 +239,13 @@ class LogisticRegression:
     if not 0 < refine_fraction <= 1:
       raise ValueError(f"refine_fraction must be in (0, 1], got {refine_fraction}.")
     n, c = len(x), 1 if num_classes == 2 else num_classes
-    m = c * (x.shape[1] + 1)
     sizes = np.unique(np.geomspace(min(n, max(2.0, n / 100)), n, path_points).astype(np.float32))
     outer = _upper_outer(np.concatenate([x, np.ones((n, 1), np.float32)], 1))
     zeros = jnp.zeros((x.shape[1] + 1, c), jnp.float32)
     u = cls(jnp.asarray(x), jnp.asarray(y), jnp.asarray(xv), jnp.asarray(yv), jnp.asarray(outer), zeros,
-            jnp.asarray(sizes), jnp.broadcast_to(zeros, (len(sizes), *zeros.shape)),
-            jnp.broadcast_to(jnp.eye(m, dtype=jnp.float32), (len(sizes), m, m)), int(num_classes), float(l2),
+            # The path solve reads neither path field: empty placeholders until it fills them.
+            jnp.asarray(sizes), jnp.zeros((0, *zeros.shape), jnp.float32), jnp.zeros((0, 0, 0), jnp.float32),
+            int(num_classes), float(l2),
             float(l2_intercept), int(path_steps), int(newton_steps), int(chord_steps), int(add_newton_steps),
             int(add_chord_steps), int(refine_steps), float(refine_fraction))
     init, params, hessians = jax.jit(lambda v: v._size_path(int(init_steps)))(u)
@@ -404,8 +409,7 @@ class LogisticRegression:
                        first_steps=self.path_steps)
 
   def _add(self, fitted: LogisticFit, index: jax.Array) -> LogisticFit:
-    # A max with a one-hot, not a scatter: XLA:CPU runs scatters slowly under vmap.
-    weights = jnp.maximum(fitted.weights, jax.nn.one_hot(index, self.num_points, dtype=fitted.weights.dtype))
+    weights = _with_point(fitted.weights, index)
     first = None
     if self.num_classes == 2:
       # D's last factor plus the new point's rank-one curvature (Sherman-Morrison) is the Hessian of D u {index}
@@ -562,7 +566,7 @@ class MLPClassifier:
 
   def add(self, fitted: MLPFit, index: jax.Array) -> MLPFit:
     """Retrains from the shared initialisation on D u {index} (a warm start would make U depend on the path)."""
-    return self.fit(fitted.weights.at[index].set(1.0))
+    return self.fit(_with_point(fitted.weights, index))
 
   def score(self, fitted: MLPFit) -> dict[str, jax.Array]:
     ok = _has_all_classes(fitted.weights, self.y, self.num_classes)
@@ -616,7 +620,7 @@ class RidgeRegression:
     return RidgeFit(linalg.solve_psd(gram, rhs), weights)
 
   def add(self, fitted: RidgeFit, index: jax.Array) -> RidgeFit:
-    return self.fit(fitted.weights.at[index].set(1.0))
+    return self.fit(_with_point(fitted.weights, index))
 
   def score(self, fitted: RidgeFit) -> dict[str, jax.Array]:
     pred = _augment(self.x_val) @ fitted.params
