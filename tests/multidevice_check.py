@@ -89,9 +89,17 @@ def explain_all(mesh: jax.sharding.Mesh, chunk_size: int | None = None,
   return out
 
 
+# The odd Walsh fits (heredity scales from a solve, kernels of fifth-order power sums, an n x n eigh) carry float32
+# round-off that differs with the XLA layout by up to ~6e-6; a different ridge or prior choice would differ by far
+# more than these tolerances.
+WALSH = ("odd_kernel_shap/", "kernel_banzhaf/")
+
+
 def assert_same(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray], label: str) -> None:
-  """Floats within rtol 1e-5 / atol 1e-6; integer and bool fields exactly equal."""
-  assert_arrays_same(actual, expected, label, leading=NUM_INPUTS)
+  """Floats within rtol 1e-5 / atol 1e-6 (the Walsh fits: rtol 1e-4 / atol 2e-5); integers and bools equal."""
+  split = lambda d, walsh: {k: v for k, v in d.items() if k.startswith(WALSH) == walsh}
+  assert_arrays_same(split(actual, False), split(expected, False), label, leading=NUM_INPUTS)
+  assert_arrays_same(split(actual, True), split(expected, True), label, leading=NUM_INPUTS, rtol=1e-4, atol=2e-5)
 
 
 def _expect_error(fn: Callable[[], object], *fragments: str) -> None:

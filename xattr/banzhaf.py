@@ -59,16 +59,18 @@ def exact(game: Game, num_players: int, *, batch_size: int = 4096) -> jax.Array:
 
 
 def kernel_banzhaf(game: Game, num_players: int, key: jax.Array, *, num_samples: int, batch_size: int = 512,
-                   interactions: bool = True, ridge: float | None = None, threshold: float = 0.01) -> Estimate:
+                   interactions: bool = True, ridge: float | None = None, prior: str = "heredity",
+                   threshold: float = 0.01) -> Estimate:
   """Kernel Banzhaf: paired coalitions, odd Walsh regression, first-order coefficients as Banzhaf values.
 
   Under the uniform distribution over coalitions the Banzhaf value of i is twice the coefficient of x_i = 2 z_i - 1
   in the least-squares fit of the game on x, and a pair (z, 1 - z) observes the game's odd part exactly (the even
   part, including the constant, cancels). The pairs are drawn uniformly *without* replacement (d <= 20; with
   replacement beyond, where repeats are rare), so the estimate becomes exact as the pairs exhaust the 2^(d-1)
-  possible ones. With ``interactions`` (default) every third-order Walsh function joins the fit as a
-  Gaussian-process part (:class:`xattr.walsh.OddFit`; ridge by closed-form leave-one-out): it takes up variance
-  that the first-order fit would otherwise see as noise, and does not bias the first-order coefficients.
+  possible ones. With ``interactions`` (default) every third- and fifth-order Walsh function joins the fit as a
+  Gaussian-process part (:class:`xattr.walsh.OddFit`, heredity prior by default; ridge by closed-form
+  leave-one-out): it takes up variance that the first-order fit would otherwise see as noise, and does not bias
+  the first-order coefficients.
 
   Args:
     game: bool[n, d] -> float[n] or float[n, k]; called on at most ``batch_size`` coalitions at a time.
@@ -78,6 +80,8 @@ def kernel_banzhaf(game: Game, num_players: int, key: jax.Array, *, num_samples:
     batch_size: coalitions per game call; only a memory knob.
     interactions: include the third-order part (False: plain weighted least squares, no eigendecomposition).
     ridge: a fixed ridge strength instead of the leave-one-out choice (with ``interactions``).
+    prior: "heredity" (third and fifth order, heredity scales) or "flat" (third order, all terms alike); see
+      :func:`xattr.walsh.fit`.
     threshold: sets ``Estimate.converged`` (max std / range of the values < threshold).
 
   Returns:
@@ -85,7 +89,7 @@ def kernel_banzhaf(game: Game, num_players: int, key: jax.Array, *, num_samples:
     finite-population correction of sampling without replacement; 0 when exact); num_evals = coalitions evaluated.
 
   Raises:
-    ValueError: d < 3, an odd or too small ``num_samples``, a non-positive ``ridge``.
+    ValueError: d < 3, an odd or too small ``num_samples``, a non-positive ``ridge``, an unknown ``prior``.
     FloatingPointError: (outside jit) non-finite game values.
 
   With ``interactions`` the fit's n x n eigendecomposition (n = num_samples / 2) runs on the host in numpy
@@ -108,6 +112,7 @@ def kernel_banzhaf(game: Game, num_players: int, key: jax.Array, *, num_samples:
     raise ValueError(f"num_samples must be even (kernel_banzhaf evaluates coalitions in complementary pairs), got "
                      f"{num_samples}.")
   ridge = walsh.check_ridge(ridge)
+  prior = walsh.check_prior(prior)
   if d <= _enumerate.MAX_EXACT_PLAYERS and num_samples >= 2 ** d:
     values = exact(game, d, batch_size=batch_size)
     return Estimate(values, jnp.zeros_like(values), jnp.asarray(2 ** d, jnp.int32), jnp.asarray(True))
@@ -115,7 +120,7 @@ def kernel_banzhaf(game: Game, num_players: int, key: jax.Array, *, num_samples:
     raise ValueError(f"num_samples={num_samples} is too few for kernel_banzhaf with num_players={d}: it needs "
                      f"num_samples >= {2 * (d + 2)} (d + 2 pairs), or >= {2 ** d} for the exact result.")
   opts = dict(num_players=d, num_samples=int(num_samples), batch_size=batch_size, interactions=bool(interactions),
-              ridge=ridge, threshold=float(threshold))
+              ridge=ridge, prior=prior, threshold=float(threshold))
   est, game_ok = _loop.dispatch(_kernel_banzhaf, game, key, **opts)
   _loop.check_result("banzhaf.kernel_banzhaf", est, game_ok)
   return est
@@ -132,7 +137,7 @@ def _pairs(key: jax.Array, d: int, n_pairs: int) -> tuple[jax.Array, float]:
   return jnp.concatenate([z, jnp.zeros((n_pairs, 1), bool)], axis=1), n_pairs / total
 
 
-def _kernel_banzhaf(game, key, *, num_players, num_samples, batch_size, interactions, ridge, threshold):
+def _kernel_banzhaf(game, key, *, num_players, num_samples, batch_size, interactions, ridge, prior, threshold):
   """Traced body of :func:`kernel_banzhaf`: returns (estimate, game_ok)."""
   d, n_pairs = num_players, num_samples // 2
   _, scalar = _loop.output_shape(game, d)
@@ -142,7 +147,7 @@ def _kernel_banzhaf(game, key, *, num_players, num_samples, batch_size, interact
   ok = jnp.all(jnp.isfinite(vals))
   x = 2.0 * z.astype(jnp.float32) - 1.0
   y = (vals[:n_pairs] - vals[n_pairs:]) / 2.0
-  fit = walsh.OddFit(x, y, jnp.full((n_pairs,), 1.0 / n_pairs, jnp.float32), d, interactions=interactions)
+  fit = walsh.fit(x, y, jnp.full((n_pairs,), 1.0 / n_pairs, jnp.float32), d, prior, interactions)
   lam = fit.ridge(n_pairs, ridge)
   values, std = fit.banzhaf(lam, jnp.ones((n_pairs,), bool), n_pairs)
   # Sampling without replacement: the jackknife's variance shrinks by the finite-population correction.

@@ -305,11 +305,11 @@ def _kernel_shap(problem: Problem, key: jax.Array, *, num_samples: int | None = 
 @register("odd_kernel_shap", target="shapley", budget=lambda d, b: dict(num_samples=max(b - 2, 2) // 2 * 2),
           evaluations=_kernel_shap_evals)
 def _odd_kernel_shap(problem: Problem, key: jax.Array, *, num_samples: int, batch_size: int = 512,
-                     enumerate_sizes: int | None = None, ridge: float | None = None,
+                     enumerate_sizes: int | None = None, ridge: float | None = None, prior: str = "heredity",
                      threshold: float = 0.01) -> Estimate:
   return shapley.odd_kernel_shap(problem.game, problem.num_players, key, num_samples=num_samples,
                                  batch_size=batch_size, enumerate_sizes=enumerate_sizes, ridge=ridge,
-                                 threshold=threshold)
+                                 prior=prior, threshold=threshold)
 
 
 @register("permutation", target="shapley", budget=_permutation_budget,
@@ -333,9 +333,10 @@ def _kernel_banzhaf_budget(d: int, budget: int) -> dict[str, int]:
 @register("kernel_banzhaf", target="banzhaf", budget=_kernel_banzhaf_budget,
           evaluations=lambda d, s: min(int(s["num_samples"]), 2 ** d))
 def _kernel_banzhaf(problem: Problem, key: jax.Array, *, num_samples: int, batch_size: int = 512,
-                    interactions: bool = True, ridge: float | None = None) -> Estimate:
+                    interactions: bool = True, ridge: float | None = None,
+                    prior: str = "heredity") -> Estimate:
   return banzhaf.kernel_banzhaf(problem.game, problem.num_players, key, num_samples=num_samples,
-                                batch_size=batch_size, interactions=interactions, ridge=ridge)
+                                batch_size=batch_size, interactions=interactions, ridge=ridge, prior=prior)
 
 
 @register("lime", target="lime", budget=lambda d, b: dict(num_samples=max(b, d + 1)),

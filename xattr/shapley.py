@@ -543,14 +543,17 @@ RIDGE_GRID = walsh.RIDGE_GRID
 
 
 def odd_kernel_shap(game: Game, num_players: int, key: jax.Array, *, num_samples: int, batch_size: int = 512,
-                    enumerate_sizes: int | None = None, ridge: float | None = None,
+                    enumerate_sizes: int | None = None, ridge: float | None = None, prior: str = "heredity",
                     threshold: float = 0.01) -> Estimate:
-  """KernelSHAP with third-order interactions: paired samples, odd Walsh regression, ridge chosen by leave-one-out.
+  """KernelSHAP with higher-order interactions: paired samples, odd Walsh regression, ridge by leave-one-out.
 
   The Shapley value depends on the game only through its odd part v_o(z) = (v(z) - v(1 - z)) / 2, which a paired
   sample observes exactly. Paired KernelSHAP fits v_o with the d first-order Walsh functions x_i (x = 2z - 1);
-  here the fit also has every third-order term x_i x_j x_k, as a Gaussian-process (kernel ridge) part whose
-  kernel sum_{|T|=3} x_T x'_T = e_3(x * x') depends only on x . x', so its cost does not grow with C(d, 3). Each
+  here the fit also has every third- and fifth-order term x_T, as a Gaussian-process (kernel ridge) part whose
+  kernel is an elementary symmetric polynomial of x * x' (:func:`xattr.walsh.odd_kernel`), so its cost does not
+  grow with C(d, 3). Under the default heredity prior a term's prior variance is the product of its players'
+  scales, set from a first-order fit (:func:`xattr.walsh.heredity_scales`): interactions among the players with
+  large main effects are expected larger, as smooth models make them. Each
   fitted odd term T gives 2 b_T / |T| to each of its players; first-order terms are fitted without penalty under
   the Shapley kernel's weights, so the residual the interactions leave is projected exactly as KernelSHAP would,
   and the estimate stays consistent for any game. Games close to third order (smooth models, most tabular
@@ -566,6 +569,7 @@ def odd_kernel_shap(game: Game, num_players: int, key: jax.Array, *, num_samples
     batch_size: coalitions per game call; only a memory knob.
     enumerate_sizes: K as in :func:`kernel_shap` (None: chosen for the budget).
     ridge: a fixed ridge strength instead of the leave-one-out choice.
+    prior: "heredity" (third and fifth order, heredity scales) or "flat" (third order, all terms alike).
     threshold: sets ``Estimate.converged`` (max std / range of the values < threshold).
 
   Returns:
@@ -574,7 +578,7 @@ def odd_kernel_shap(game: Game, num_players: int, key: jax.Array, *, num_samples
     enumeration covers every coalition and the result is exact); num_evals counts every coalition evaluated.
 
   Raises:
-    ValueError: d < 3, an odd or too small ``num_samples``, a negative ``ridge``.
+    ValueError: d < 3, an odd or too small ``num_samples``, a negative ``ridge``, an unknown ``prior``.
     FloatingPointError: (outside jit) non-finite game values.
 
   The one n x n eigendecomposition per call (n = sampled pairs + enumerated pairs) runs on the host in numpy
@@ -593,6 +597,7 @@ def odd_kernel_shap(game: Game, num_players: int, key: jax.Array, *, num_samples
   _checks.positive_int("num_samples", num_samples)
   _checks.even_if_paired(num_samples, True)
   ridge = walsh.check_ridge(ridge)
+  prior = walsh.check_prior(prior)
   plan_k = _enumeration_plan(d, num_samples, enumerate_sizes)
   n_enum = len(_enumerate_sizes(d, plan_k).masks)
   while enumerate_sizes is None and plan_k > 0 and n_enum < 2 ** d - 2 and num_samples - n_enum < 4:
@@ -608,13 +613,13 @@ def odd_kernel_shap(game: Game, num_players: int, key: jax.Array, *, num_samples
     return kernel_shap(game, d, key, num_samples=num_samples, batch_size=batch_size, enumerate_sizes=plan_k,
                        threshold=threshold)
   opts = dict(num_players=d, num_samples=int(num_samples), batch_size=batch_size, enumerate_k=plan_k,
-              ridge=ridge, threshold=float(threshold))
+              ridge=ridge, prior=prior, threshold=float(threshold))
   est, game_ok = _loop.dispatch(_odd_kernel_shap, game, key, **opts)
   _loop.check_result("odd_kernel_shap", est, game_ok)
   return est
 
 
-def _odd_kernel_shap(game, key, *, num_players, num_samples, batch_size, enumerate_k, ridge, threshold):
+def _odd_kernel_shap(game, key, *, num_players, num_samples, batch_size, enumerate_k, ridge, prior, threshold):
   """Traced body of :func:`odd_kernel_shap` (some sizes sampled): returns (estimate, game_ok)."""
   d = num_players
   enum = _enumerate_sizes(d, enumerate_k)
@@ -631,11 +636,11 @@ def _odd_kernel_shap(game, key, *, num_players, num_samples, batch_size, enumera
   ok = jnp.all(jnp.isfinite(vals)) & jnp.all(jnp.isfinite(grand - null))
   rows = z.shape[0]
   # The grand coalition pins the fit's sum (efficiency); weighted like all the other rows together.
-  x = jnp.concatenate([2.0 * z.astype(jnp.float32) - 1.0, jnp.ones((1, d), jnp.float32)])
+  x = jnp.concatenate([2.0 * z.astype(vals.dtype) - 1.0, jnp.ones((1, d), vals.dtype)])
   y = jnp.concatenate([(vals[:rows] - vals[rows:]) / 2.0, ((grand - null) / 2.0)[None]])
   w = jnp.concatenate([jnp.asarray(w_enum, jnp.float32), jnp.full((n_pairs,), (1.0 - enum.mass) / n_pairs,
                                                                    jnp.float32), jnp.ones((1,), jnp.float32)])
-  fit = walsh.OddFit(x, y, w, d)
+  fit = walsh.fit(x, y, w, d, prior)
   sampled = (np.arange(rows + 1) >= len(z_enum)) & (np.arange(rows + 1) < rows)       # not enumerated, not grand
   lam = fit.ridge(rows, ridge)
   values, std = fit.shapley(lam, sampled, n_pairs)
