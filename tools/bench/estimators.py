@@ -9,9 +9,9 @@ given the budget and their calls are counted; xattr's settings are the largest w
 budget; shap's KernelExplainer gets ``nsamples = budget`` with the one-row baseline as background.
 
 Prints, per budget, the normalized MSE (sum of squared errors over sum of squared true values, averaged over
-inputs and seeds) of every method, ``mse_ratio_vs_best_peer=<x>`` (xattr's default ``kernel_shap`` over the best
-peer) and, for xattr's estimators, the std calibration ratio (root mean reported variance over RMSE; 1 is
-calibrated).
+inputs and seeds) of every method, ``mse_ratio_vs_best_peer=<x>`` (xattr's most accurate estimator, named on the
+line, over the best peer; ``kernel_shap``'s own ratio beside it) and, for xattr's estimators, the std calibration
+ratio (root mean reported variance over RMSE; 1 is calibrated).
 
 Run (shapiq >= 1.5 needs Python >= 3.12: the benchmark has its own environment):
   /root/.pyenv/versions/3.12.1/bin/python -m venv .venv-bench
