@@ -78,7 +78,7 @@ def kernel_banzhaf(game: Game, num_players: int, key: jax.Array, *, num_samples:
     key: PRNG key (``jax.random.key``); same key -> same estimate.
     num_samples: coalitions evaluated, even, >= 2 (d + 2); >= 2^d gives the exact values (:func:`exact`).
     batch_size: coalitions per game call; only a memory knob.
-    interactions: include the third-order part (False: plain weighted least squares, no eigendecomposition).
+    interactions: include the higher-order part (False: plain weighted least squares, no eigendecomposition).
     ridge: a fixed ridge strength instead of the leave-one-out choice (with ``interactions``).
     prior: "heredity" (third and fifth order, heredity scales) or "flat" (third order, all terms alike); see
       :func:`xattr.walsh.fit`.
@@ -92,8 +92,9 @@ def kernel_banzhaf(game: Game, num_players: int, key: jax.Array, *, num_samples:
     ValueError: d < 3, an odd or too small ``num_samples``, a non-positive ``ridge``, an unknown ``prior``.
     FloatingPointError: (outside jit) non-finite game values.
 
-  With ``interactions`` the fit's n x n eigendecomposition (n = num_samples / 2) runs on the host in numpy
-  (float64), one input at a time under ``vmap``: about 0.1 s at n = 1,000.
+  With ``interactions`` the fit's n x n eigendecompositions (n = num_samples / 2; two under the heredity prior, one
+  per candidate fit, one under "flat") run on the host in numpy (float64), one input at a time under ``vmap``:
+  about 0.1 s each at n = 1,000.
 
   Example:
     >>> w = jnp.arange(8.0)

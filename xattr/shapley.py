@@ -581,8 +581,9 @@ def odd_kernel_shap(game: Game, num_players: int, key: jax.Array, *, num_samples
     ValueError: d < 3, an odd or too small ``num_samples``, a negative ``ridge``, an unknown ``prior``.
     FloatingPointError: (outside jit) non-finite game values.
 
-  The one n x n eigendecomposition per call (n = sampled pairs + enumerated pairs) runs on the host in numpy
-  (float64), one input at a time under ``vmap``: O(n^3), about 0.1 s at n = 1,000; everything else is XLA.
+  The n x n eigendecompositions (n = sampled pairs + enumerated pairs; two under the heredity prior, one per
+  candidate fit, one under "flat") run on the host in numpy (float64), one input at a time under ``vmap``: O(n^3),
+  about 0.1 s each at n = 1,000; everything else is XLA.
 
   Example:
     >>> w = jnp.arange(8.0)

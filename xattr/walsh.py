@@ -243,18 +243,17 @@ class OddFit:
   """
 
   def __init__(self, x: jax.Array, y: jax.Array, w: jax.Array, d: int, interactions: bool = True,
-               scales: jax.Array | None = None, fifth: float = 0.0, flat: float = 0.0):
+               scales: jax.Array | None = None, fifth: float = 0.0):
     self.x, self.y, self.w, self.d = x, y, w, d
     self.interactions = interactions
     self.sq = jnp.sqrt(w * x.shape[0])                                # D^-1/2
     scales = jnp.ones((d,), x.dtype) if scales is None else jax.lax.stop_gradient(scales).astype(x.dtype)
     fifth = float(fifth) if d >= 5 else 0.0
-    ones = jnp.ones((d,), x.dtype)
     if interactions:
-      kernel = odd_kernel(x, x, scales, fifth) + (flat * odd_kernel(x, x, ones) if flat else 0.0)
+      kernel = odd_kernel(x, x, scales, fifth)
       self.eig, self.q = host_eigh(kernel * self.sq[:, None] * self.sq[None, :])
       self.eig = jnp.maximum(self.eig, 0.0)
-    self.g = _shapley_shares(x, scales, fifth) + (flat * _shapley_shares(x, ones, 0.0) if flat else 0.0)
+    self.g = _shapley_shares(x, scales, fifth)
 
   def _solver(self, lam):
     if not self.interactions:
@@ -276,7 +275,7 @@ class OddFit:
   def loo_score(self, lam, rows: int):
     """Weighted leave-one-out squared error over the first ``rows`` rows, each output normalised."""
     _, _, _, _, alpha, p_diag = self._gls(lam)
-    loo = self._loo(alpha, p_diag)[:rows]
+    loo = alpha[:rows] / p_diag[:rows, None]
     w = self.w[:rows]
     scale = jnp.sum(w[:, None] * self.y[:rows] ** 2, 0) + 1e-30
     return jnp.sum(jnp.sum(w[:, None] * loo ** 2, 0) / scale)
@@ -293,15 +292,10 @@ class OddFit:
     return grid[jnp.argmin(jnp.where(jnp.isfinite(scores), scores, jnp.inf))]
 
   @staticmethod
-  def _loo(alpha, p_diag):
-    """Leave-one-out residuals a_s / P_ss; 0 for zero-weight rows (P_ss = 0: they take no part in the fit)."""
-    return jnp.where(p_diag[:, None] > 0, alpha / jnp.where(p_diag > 0, p_diag, 1.0)[:, None], 0.0)
-
-  @classmethod
-  def _jackknife(cls, lmap, alpha, p_diag, sampled, n_pairs):
+  def _jackknife(lmap, alpha, p_diag, sampled, n_pairs):
     """Delete-one jackknife std over the ``sampled`` rows: deleting row s moves the values by lmap[:, s] times its
     leave-one-out residual."""
-    loo = cls._loo(alpha, p_diag)                                                           # [n, k]
+    loo = alpha / p_diag[:, None]                                                           # [n, k]
     delta = lmap.T[:, :, None] * loo[:, None, :]                                            # [n, d, k]
     m = jnp.maximum(n_pairs, 1)
     mean = jnp.sum(jnp.where(sampled[:, None, None], delta, 0.0), 0) / m
