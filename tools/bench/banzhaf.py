@@ -57,8 +57,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tools.bench.estimators import (base_parser, coalitions, fit_budget, make_games, nmse, record, run_shapiq,
-                                   run_xattr, start, xattr_runner)
+from tools.bench.estimators import (base_parser, coalitions, fit_budget, make_games, print_methods, record,
+                                   run_shapiq, run_xattr, start, xattr_runner)
 
 jax.config.update("jax_enable_x64", True)      # the tables and xattr's solves in float64, like the peers
 
@@ -172,14 +172,9 @@ def main(argv: list[str] | None = None) -> dict:
 def _print_budget(budget: int, cell: dict, games: list[dict]) -> None:
   print(f"\nbudget {budget} game rows (normalized MSE, mean over games, inputs and seeds; rows = mean rows used; "
         f"s = wall seconds, all games and seeds, xattr's including compilation and the budget fit)")
-  for m in sorted(cell, key=lambda m: np.mean(cell[m]["nmse"])):
-    r = cell[m]
-    calib = (f"  std calibration {np.sqrt(np.mean(r['var']) / np.mean(r['sq'])):.2f}" if "var" in r else "")
-    print(f"  {m:<36} nmse {np.mean(r['nmse']):.3e}  rows {np.mean(r['rows']):7.0f}  s {r['s']:6.1f}{calib}")
-  peers = [m for m in cell if not m.startswith("xattr")]
-  if not peers:
+  best = print_methods(cell, seconds=True)
+  if best is None:
     return
-  best = min(peers, key=lambda m: np.mean(cell[m]["nmse"]))
   ratio = lambda m: np.mean(cell[m]["nmse"]) / np.mean(cell[best]["nmse"])
   print(f"  per game, xattr kernel_banzhaf / {best}, by input:")
   pairs = list(zip(games, cell["xattr kernel_banzhaf"]["nmse"], cell[best]["nmse"]))

@@ -282,17 +282,23 @@ def main(argv: list[str] | None = None) -> dict:
   return results
 
 
-def _print_budget(budget: int, cell: dict) -> None:
-  print(f"\nbudget {budget} game rows (normalized MSE, mean over games, inputs and seeds; rows = mean rows used)")
-  order = sorted(cell, key=lambda m: np.mean(cell[m]["nmse"]))
-  for m in order:
+def print_methods(cell: dict, seconds: bool = False) -> str | None:
+  """Prints one line per method of a budget's ``cell`` (best first: normalized MSE, rows, optionally wall seconds,
+  std calibration for xattr's estimators); returns the best peer's name (None without peers)."""
+  for m in sorted(cell, key=lambda m: np.mean(cell[m]["nmse"])):
     r = cell[m]
     calib = (f"  std calibration {np.sqrt(np.mean(r['var']) / np.mean(r['sq'])):.2f}" if "var" in r else "")
-    print(f"  {m:<36} nmse {np.mean(r['nmse']):.3e}  rows {np.mean(r['rows']):7.0f}{calib}")
+    secs = f"  s {r['s']:6.1f}" if seconds else ""
+    print(f"  {m:<36} nmse {np.mean(r['nmse']):.3e}  rows {np.mean(r['rows']):7.0f}{secs}{calib}")
   peers = [m for m in cell if not m.startswith("xattr")]
-  if not peers:
+  return min(peers, key=lambda m: np.mean(cell[m]["nmse"])) if peers else None
+
+
+def _print_budget(budget: int, cell: dict) -> None:
+  print(f"\nbudget {budget} game rows (normalized MSE, mean over games, inputs and seeds; rows = mean rows used)")
+  best = print_methods(cell)
+  if best is None:
     return
-  best = min(peers, key=lambda m: np.mean(cell[m]["nmse"]))
   mine = min((m for m in cell if m.startswith("xattr")), key=lambda m: np.mean(cell[m]["nmse"]))
   ratio = lambda m: np.mean(cell[m]["nmse"]) / np.mean(cell[best]["nmse"])
   print(f"mse_ratio_vs_best_peer={ratio(mine):.2f} (budget {budget}; {mine} / best peer: {best}; "
