@@ -80,8 +80,8 @@ def kernel_banzhaf(game: Game, num_players: int, key: jax.Array, *, num_samples:
     batch_size: coalitions per game call; only a memory knob.
     interactions: include the higher-order part (False: plain weighted least squares, no eigendecomposition).
     ridge: a fixed ridge strength instead of the leave-one-out choice (with ``interactions``).
-    prior: "heredity" (third and fifth order, heredity scales) or "flat" (third order, all terms alike); see
-      :func:`xattr.walsh.fit`.
+    prior: "heredity" (third and fifth order, heredity scales, with and without single-index regressors, chosen
+      against "flat" by leave-one-out) or "flat" (third order, all terms alike); see :func:`xattr.walsh.fit`.
     threshold: sets ``Estimate.converged`` (max std / range of the values < threshold).
 
   Returns:
@@ -93,7 +93,7 @@ def kernel_banzhaf(game: Game, num_players: int, key: jax.Array, *, num_samples:
     FloatingPointError: (outside jit) non-finite game values.
 
   With ``interactions`` the fit's n x n eigendecompositions (n = num_samples / 2; two under the heredity prior, one
-  per candidate fit, one under "flat") run on the host in numpy (float64), one input at a time under ``vmap``:
+  per kernel, one under "flat") run on the host in numpy (float64), one input at a time under ``vmap``:
   about 0.1 s each at n = 1,000.
 
   Example:

@@ -553,7 +553,10 @@ def odd_kernel_shap(game: Game, num_players: int, key: jax.Array, *, num_samples
   kernel is an elementary symmetric polynomial of x * x' (:func:`xattr.walsh.odd_kernel`), so its cost does not
   grow with C(d, 3). Under the default heredity prior a term's prior variance is the product of its players'
   scales, set from a first-order fit (:func:`xattr.walsh.heredity_scales`): interactions among the players with
-  large main effects are expected larger, as smooth models make them. Each
+  large main effects are expected larger, as smooth models make them. A second heredity candidate also has two
+  single-index regressors (:func:`xattr.walsh.index_features`: e_3 and e_5 of the first-order coefficients times
+  x), which carry the bulk of the higher-order terms of a link over an additive score (a saturating classifier);
+  leave-one-out error picks among these and the flat fit. Each
   fitted odd term T gives 2 b_T / |T| to each of its players; first-order terms are fitted without penalty under
   the Shapley kernel's weights, so the residual the interactions leave is projected exactly as KernelSHAP would,
   and the estimate stays consistent for any game. Games close to third order (smooth models, most tabular
@@ -569,7 +572,8 @@ def odd_kernel_shap(game: Game, num_players: int, key: jax.Array, *, num_samples
     batch_size: coalitions per game call; only a memory knob.
     enumerate_sizes: K as in :func:`kernel_shap` (None: chosen for the budget).
     ridge: a fixed ridge strength instead of the leave-one-out choice.
-    prior: "heredity" (third and fifth order, heredity scales) or "flat" (third order, all terms alike).
+    prior: "heredity" (third and fifth order, heredity scales, with and without single-index regressors, chosen
+      against "flat" by leave-one-out) or "flat" (third order, all terms alike); see :func:`xattr.walsh.fit`.
     threshold: sets ``Estimate.converged`` (max std / range of the values < threshold).
 
   Returns:
@@ -582,7 +586,7 @@ def odd_kernel_shap(game: Game, num_players: int, key: jax.Array, *, num_samples
     FloatingPointError: (outside jit) non-finite game values.
 
   The n x n eigendecompositions (n = sampled pairs + enumerated pairs; two under the heredity prior, one per
-  candidate fit, one under "flat") run on the host in numpy (float64), one input at a time under ``vmap``: O(n^3),
+  kernel, one under "flat") run on the host in numpy (float64), one input at a time under ``vmap``: O(n^3),
   about 0.1 s each at n = 1,000; everything else is XLA.
 
   Example:
