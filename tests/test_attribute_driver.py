@@ -159,6 +159,20 @@ def test_leave_one_out_matches_the_deletion_curve(reference, tmp_path):
   np.testing.assert_allclose(a["deletion"][:, 1], a["deletion"][:, 0] - a["values"].max(1), atol=1e-6)
 
 
+def test_the_default_method_is_the_library_estimate(reference, tmp_path):
+  """The full config's method, ``shapley`` (shapley.estimate: odd_kernel_shap at a fixed budget), run by the job:
+  efficient on the game its curves run through, with a finite std and the configured evaluations."""
+  assert breast_cancer.get_config().method == "shapley"
+  config = smoke(reference["model_dir"], method="shapley", target="predicted",
+                 **{"data.max_examples": 4, "report.curve_steps": None})
+  out = attribute.run(config, str(tmp_path))
+  a = stored(out["paths"]["store"])
+  assert a["values"].shape == (4, 30) and np.all(np.isfinite(a["std"])) and np.all(a["std"] > 0)
+  assert a["num_evals"].tolist() == [258] * 4           # config.shapley.num_samples=256, plus grand and null
+  np.testing.assert_allclose(a["values"].sum(1), a["insertion"][:, -1] - a["insertion"][:, 0], atol=1e-5)
+  assert "# Attributions: shapley on breast_cancer" in open(out["paths"]["report"]).read()
+
+
 def test_gradient_method_equals_the_library_call(reference, tmp_path):
   config = smoke(reference["model_dir"], method="integrated_gradients", target="predicted",
                  **{"data.max_examples": 4, "report.curves": False})

@@ -30,6 +30,7 @@ ESTIMATORS = {
     "kernel_shap_converge": lambda g: shapley.kernel_shap(g, D, KEY, batch_size=16, enumerate_sizes=0,
                                                           threshold=0.05, max_samples=256),
     "odd_kernel_shap": lambda g: shapley.odd_kernel_shap(g, D, KEY, num_samples=40, batch_size=16),
+    "estimate": lambda g: shapley.estimate(g, D, KEY, num_samples=40, batch_size=16),
     "permutation": lambda g: shapley.permutation(g, D, KEY, num_permutations=6),
     "msr": lambda g: banzhaf.msr(g, D, KEY, num_samples=64),
     "kernel_banzhaf": lambda g: banzhaf.kernel_banzhaf(g, D, KEY, num_samples=40, batch_size=16),

@@ -302,6 +302,23 @@ def _kernel_shap(problem: Problem, key: jax.Array, *, num_samples: int | None = 
   return shapley.kernel_shap(problem.game, problem.num_players, key, **kw)
 
 
+def _shapley_budget(d: int, budget: int) -> dict[str, Any]:
+  num_samples = (budget - 2) - (budget - 2) % 2
+  if num_samples < 2:
+    raise ValueError(f"budget must be >= 4 for shapley (grand, null and one pair), got {budget}.")
+  return dict(num_samples=num_samples)
+
+
+@register("shapley", target="shapley", budget=_shapley_budget, evaluations=_kernel_shap_evals)
+def _shapley(problem: Problem, key: jax.Array, *, num_samples: int | None = None, batch_size: int = 512,
+             threshold: float = 0.01, max_samples: int | None = None) -> Estimate:
+  # The recommended default: shapley.estimate picks odd_kernel_shap or kernel_shap (shapley.estimator_for).
+  kw = dict(num_samples=num_samples, batch_size=batch_size, threshold=threshold)
+  if max_samples is not None:
+    kw["max_samples"] = max_samples
+  return shapley.estimate(problem.game, problem.num_players, key, **kw)
+
+
 @register("odd_kernel_shap", target="shapley", budget=lambda d, b: dict(num_samples=max(b - 2, 2) // 2 * 2),
           evaluations=_kernel_shap_evals)
 def _odd_kernel_shap(problem: Problem, key: jax.Array, *, num_samples: int, batch_size: int = 512,

@@ -7,11 +7,13 @@ from ml_collections.config_dict import placeholder
 def base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0                           # per-example keys: fold_in(fold_in(key(seed), 1), example index)
-  # any name of xattr.jobs.method_names(): a registered method of xattr.methods (kernel_shap, permutation,
-  # banzhaf_msr, lime, leave_one_out, random, gradient_x_input, integrated_gradients, smoothgrad, ...) whose
-  # settings are read from the config section of that name (if any), or explainer (the vit_shapley workdir's
-  # explainer, or a tabular FastSHAP explainer at explainer_path)
-  config.method = "kernel_shap"
+  # any name of xattr.jobs.method_names(): a registered method of xattr.methods (shapley, kernel_shap,
+  # odd_kernel_shap, permutation, banzhaf_msr, kernel_banzhaf, lime, leave_one_out, random, gradient_x_input,
+  # integrated_gradients, smoothgrad, ...) whose settings are read from the config section of that name (if any),
+  # or explainer (the vit_shapley workdir's explainer, or a tabular FastSHAP explainer at explainer_path).
+  # shapley: xattr.shapley.estimate, the most accurate estimator for the settings (odd_kernel_shap at a fixed
+  # budget, kernel_shap in convergence mode: shapley.num_samples=None).
+  config.method = "shapley"
   config.target = "all"                     # 'all': values [d, classes]; 'predicted': [d] for the predicted class
   # mlp: marginal | baseline; vit_shapley: surrogate | classifier (attention masking); vit: attention
   config.removal = "marginal"
@@ -36,6 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.image_size = placeholder(int)
   config.data.max_examples = placeholder(int)   # None: every example of the split
 
+  config.shapley = ml_collections.ConfigDict(dict(num_samples=512, batch_size=256))
   config.kernel_shap = ml_collections.ConfigDict(dict(num_samples=512, batch_size=256, paired=True))
   config.permutation = ml_collections.ConfigDict(dict(num_permutations=16, batch_size=256))
   config.banzhaf_msr = ml_collections.ConfigDict(dict(num_samples=512, batch_size=256))
