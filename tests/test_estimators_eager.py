@@ -31,6 +31,7 @@ ESTIMATORS = {
                                                           threshold=0.05, max_samples=256),
     "odd_kernel_shap": lambda g: shapley.odd_kernel_shap(g, D, KEY, num_samples=40, batch_size=16),
     "estimate": lambda g: shapley.estimate(g, D, KEY, num_samples=40, batch_size=16),
+    "banzhaf_estimate": lambda g: banzhaf.estimate(g, D, KEY, num_samples=40, batch_size=16),
     "permutation": lambda g: shapley.permutation(g, D, KEY, num_permutations=6),
     "msr": lambda g: banzhaf.msr(g, D, KEY, num_samples=64),
     "kernel_banzhaf": lambda g: banzhaf.kernel_banzhaf(g, D, KEY, num_samples=40, batch_size=16),

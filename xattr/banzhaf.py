@@ -29,7 +29,7 @@ from xattr.estimate import Estimate
 
 Game = Callable[[jax.Array], jax.Array]
 
-__all__ = ["exact", "kernel_banzhaf", "msr"]
+__all__ = ["MAX_FIT_SAMPLES", "estimate", "estimator_for", "exact", "kernel_banzhaf", "msr"]
 
 # Pairs are drawn without replacement up to this many players (a permutation of 2^(d - 1) pair indices).
 MAX_DISTINCT_PLAYERS = 20
@@ -156,6 +156,63 @@ def _kernel_banzhaf(game, key, *, num_players, num_samples, batch_size, interact
   est = Estimate(squeeze(values), squeeze(std), jnp.asarray(num_samples, jnp.int32),
                  _loop.converged_flag(values, std, threshold))
   return est, ok
+
+
+MAX_FIT_SAMPLES = 4096
+"""Largest budget :func:`estimate` spends through :func:`kernel_banzhaf` (unless it enumerates every coalition):
+beyond it the n x n host eigendecompositions cost more than the model rows they save on most games."""
+
+
+def estimator_for(num_players: int, num_samples: int | None) -> str:
+  """The estimator :func:`estimate` runs: "kernel_banzhaf" or "msr".
+
+  kernel_banzhaf (the most accurate per game evaluation, see the README's Banzhaf table) for an even fixed budget
+  of at least 2 (d + 2) coalitions and at most :data:`MAX_FIT_SAMPLES` (or one that enumerates all 2^d) with
+  d >= 3; msr otherwise: its convergence mode (``num_samples=None``), odd or small budgets, d < 3.
+
+  Example:
+    >>> estimator_for(10, 512), estimator_for(10, None), estimator_for(10, 16)
+    ('kernel_banzhaf', 'msr', 'msr')
+  """
+  d = _checks.positive_int("num_players", num_players)
+  if num_samples is None or d < 3 or num_samples % 2 or num_samples < 2 * (d + 2):
+    return "msr"
+  exhaustive = d <= _enumerate.MAX_EXACT_PLAYERS and num_samples >= 2 ** d
+  return "kernel_banzhaf" if num_samples <= MAX_FIT_SAMPLES or exhaustive else "msr"
+
+
+def estimate(game: Game, num_players: int, key: jax.Array, *, num_samples: int | None = None,
+             batch_size: int = 512, threshold: float = 0.01, max_samples: int = 2 ** 17) -> Estimate:
+  """Banzhaf values by the most accurate estimator xattr has for the call: the recommended default.
+
+  :func:`kernel_banzhaf` at a fixed budget (0.10-0.38x the error of the best shapiq approximator at 128-2048 rows
+  on the README's benchmark, where :func:`msr` is 5-8x), :func:`msr` in convergence mode and where
+  kernel_banzhaf cannot run; :func:`estimator_for` names the choice (static: one compiled program per call
+  signature, under ``jit`` / ``vmap`` / sharding as either estimator).
+
+  Args:
+    game: bool[n, d] -> float[n] or float[n, k].
+    num_players: d (static).
+    key: PRNG key; same key -> same estimate.
+    num_samples: coalitions to evaluate; None: msr until ``max(std) / range(values) < threshold``.
+    batch_size: coalitions per game call; only a memory knob.
+    threshold: convergence threshold (also sets ``Estimate.converged``).
+    max_samples: cap in convergence mode.
+
+  Returns:
+    :class:`Estimate` of the estimator named by :func:`estimator_for`.
+
+  Example:
+    >>> v = lambda m: m.astype(jnp.float32) @ jnp.arange(8.0) + 4.0 * (m[:, 0] & m[:, 1] & m[:, 2])
+    >>> est = estimate(v, 8, jax.random.key(0), num_samples=128)                 # kernel_banzhaf
+    >>> bool(jnp.abs(est.values - exact(v, 8)).max() < 0.05)
+    True
+  """
+  if estimator_for(num_players, num_samples) == "kernel_banzhaf":
+    return kernel_banzhaf(game, num_players, key, num_samples=num_samples, batch_size=batch_size,
+                          threshold=threshold)
+  return msr(game, num_players, key, num_samples=num_samples, batch_size=batch_size, threshold=threshold,
+             max_samples=max_samples)
 
 
 def msr(game: Game, num_players: int, key: jax.Array, *, num_samples: int | None = None, batch_size: int = 512,

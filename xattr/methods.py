@@ -356,6 +356,16 @@ def _kernel_banzhaf(problem: Problem, key: jax.Array, *, num_samples: int, batch
                                 batch_size=batch_size, interactions=interactions, ridge=ridge, prior=prior)
 
 
+@register("banzhaf", target="banzhaf", budget=_kernel_banzhaf_budget,
+          evaluations=lambda d, s: min(int(s["num_samples"]), 2 ** d) if banzhaf.estimator_for(
+              d, s["num_samples"]) == "kernel_banzhaf" else int(s["num_samples"]))
+def _banzhaf_default(problem: Problem, key: jax.Array, *, num_samples: int, batch_size: int = 512,
+                     threshold: float = 0.01) -> Estimate:
+  # The recommended default: banzhaf.estimate picks kernel_banzhaf or msr (banzhaf.estimator_for).
+  return banzhaf.estimate(problem.game, problem.num_players, key, num_samples=num_samples, batch_size=batch_size,
+                          threshold=threshold)
+
+
 @register("lime", target="lime", budget=lambda d, b: dict(num_samples=max(b, d + 1)),
           evaluations=lambda d, s: int(s["num_samples"]))
 def _lime(problem: Problem, key: jax.Array, *, num_samples: int = 1000, batch_size: int = 512,

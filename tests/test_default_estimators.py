@@ -1,5 +1,5 @@
-"""shapley.estimate, the recommended default Shapley estimator (issue 13: the default is the most accurate one
-available, keeping convergence mode and stochastic games), and its registered method ``shapley``."""
+"""shapley.estimate and banzhaf.estimate, the recommended default estimators (issue 13: the default is the most
+accurate one available, keeping convergence mode and stochastic games), and their registered methods."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import smooth_game
-from xattr import games, methods, shapley
+from xattr import banzhaf, games, methods, shapley
 
 KEY = jax.random.key(3)
 
@@ -77,3 +77,40 @@ def test_registered_method_spends_the_budget():
   np.testing.assert_array_equal(est.values, want.values)
   with pytest.raises(ValueError, match="budget must be >= 4"):
     methods.settings_for("shapley", d, 3)
+
+
+def test_banzhaf_choice_and_results():
+  d = 8
+  v = smooth_game(d)
+  assert banzhaf.estimator_for(d, 64) == "kernel_banzhaf"
+  assert banzhaf.estimator_for(d, None) == "msr"
+  assert banzhaf.estimator_for(d, 2 * (d + 2) - 2) == "msr"                       # below kernel_banzhaf's minimum
+  assert banzhaf.estimator_for(d, 63) == "msr"                                    # odd: no complementary pairs
+  assert banzhaf.estimator_for(14, banzhaf.MAX_FIT_SAMPLES + 2) == "msr"
+  assert banzhaf.estimator_for(12, 2 ** 12 + 2) == "kernel_banzhaf"               # enumerates: exact
+  assert banzhaf.estimator_for(2, 64) == "msr"
+  got = banzhaf.estimate(v, d, KEY, num_samples=64, batch_size=32)
+  want = banzhaf.kernel_banzhaf(v, d, KEY, num_samples=64, batch_size=32)
+  np.testing.assert_array_equal(got.values, want.values)
+  got = banzhaf.estimate(v, d, KEY, threshold=0.05, max_samples=2048)
+  want = banzhaf.msr(v, d, KEY, threshold=0.05, max_samples=2048)
+  np.testing.assert_array_equal(got.values, want.values)
+
+
+def test_banzhaf_default_is_more_accurate_than_msr_under_jit():
+  d = 10
+  v = smooth_game(d)
+  truth = banzhaf.exact(v, d)
+  keys = jax.random.split(KEY, 12)
+  run = lambda f: jax.jit(jax.vmap(lambda k: f(v, d, k, num_samples=128)))(keys)
+  err = lambda est: float(jnp.mean(jnp.sum((est.values - truth) ** 2, -1)))
+  assert err(run(banzhaf.estimate)) < 0.2 * err(run(banzhaf.msr))
+
+
+def test_registered_banzhaf_method():
+  d = 8
+  problem = methods.Problem(game=smooth_game(d), num_players=d)
+  est = methods.attribute("banzhaf", problem, KEY, budget=100)
+  np.testing.assert_array_equal(est.values, banzhaf.kernel_banzhaf(problem.game, d, KEY, num_samples=100).values)
+  assert methods.evaluations("banzhaf", d, {"num_samples": 100}) == 100
+  assert methods.evaluations("banzhaf", d, {"num_samples": 1000}) == 256          # kernel_banzhaf enumerates
