@@ -48,8 +48,8 @@ def test_cost_to_reach_bounds_and_settings():
 
 
 def test_study_methods_are_the_registry_names():
-  assert amortization.study_methods() == ("kernel_shap", "odd_kernel_shap", "permutation", "banzhaf_msr",
-                                          "kernel_banzhaf", "lime")
+  assert amortization.study_methods() == ("kernel_shap", "shapley", "odd_kernel_shap", "permutation",
+                                          "banzhaf_msr", "kernel_banzhaf", "banzhaf", "lime")
   assert set(costs.REFERENCE.values()) <= set(methods.names())
   for target, (exact, sampled, _, _) in labels.TRUTH.items():
     assert methods.get(sampled).target == target and (exact is None or methods.get(exact).target == target)

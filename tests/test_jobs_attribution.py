@@ -34,8 +34,9 @@ def test_check_method_and_settings():
   assert jobs.attribution.method_settings(toy_config(method="banzhaf_msr")) == {"batch_size": 8, "num_samples": 16}
   assert jobs.attribution.method_settings(toy_config(method="leave_one_out")) == {}
   assert "banzhaf_msr" in jobs.method_names() and "attention_rollout" not in jobs.method_names()
-  with pytest.raises(ValueError, match=r"config.method must be one of .*banzhaf_msr.*got 'banzhaf'"):
-    jobs.check_method(toy_config(method="banzhaf"))
+  jobs.check_method(toy_config(method="banzhaf"))                      # banzhaf.estimate, registered
+  with pytest.raises(ValueError, match=r"config.method must be one of .*banzhaf_msr.*got 'banzhaf_exakt'"):
+    jobs.check_method(toy_config(method="banzhaf_exakt"))
   with pytest.raises(ValueError, match="target='predicted'"):
     jobs.check_method(toy_config(method="gradient_x_input"))
   with pytest.raises(ValueError, match="config.target must be"):

@@ -60,8 +60,8 @@ def label_methods() -> tuple[str, ...]:
   """The registered methods that can make labels: they explain a game and have a budget rule.
 
   Example:
-    >>> label_methods()[:6]
-    ('kernel_shap', 'odd_kernel_shap', 'permutation', 'banzhaf_msr', 'kernel_banzhaf', 'lime')
+    >>> label_methods()[:8]
+    ('kernel_shap', 'shapley', 'odd_kernel_shap', 'permutation', 'banzhaf_msr', 'kernel_banzhaf', 'banzhaf', 'lime')
   """
   return tuple(n for n in methods.names(needs="game") if methods.get(n).budget_rule is not None)
 
