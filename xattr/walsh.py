@@ -184,9 +184,7 @@ def heredity_scales(x: jax.Array, y: jax.Array, w: jax.Array, d: int, power: flo
     [2.9, 0.5, 0.2]
   """
   x, y, w = jax.lax.stop_gradient((x, y, w))
-  sw = w[:, None]
-  gram = x.T @ (sw * x)
-  b = linalg.solve_psd(gram + 1e-6 * jnp.trace(gram) / d * jnp.eye(d, dtype=gram.dtype), x.T @ (sw * y))  # [d, k]
+  b = _wls(x, y, w)                                                                     # [d, k]
   rel = b ** 2 / (jnp.mean(b ** 2, 0, keepdims=True) + 1e-30)
   s = jnp.mean(rel, 1) ** (power / 2.0) + floor
   ok = jnp.all(jnp.isfinite(s)) & jnp.any(jnp.abs(b) > 0)
